@@ -1,0 +1,59 @@
+"""The `workbench` command, in-process through main() and once as the installed console script."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from workbench.cli import main
+from workbench.runs import save_policy
+from workbench.nets import build, make_spec
+
+BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "workbench"
+
+
+def test_doctor_reports_every_check_and_exits_zero(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for name in ("torch", "ale-py ROMs", "MinAtar", "OpenCV", "plotly", "papermill", "Jupyter kernel"):
+        assert f"[ok] {name}" in out
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    out = tmp_path / "cp"
+    assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["env_id"] == "CartPole-v1" and (out / "card.json").exists()
+    assert main(["evaluate", str(out), "--episodes", "4", "--seed", "5"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["return_n"] == 4 and result["return_mean"] > 0 and "return_std" in result
+
+
+def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
+    out = tmp_path / "cp"
+    args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--preset", "smoke", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path, capsys):
+    assert main(["train", "--env", "Pong", "--out", str(tmp_path / "x"), "--preset", "smoke"]) == 2
+    assert "Supported env ids" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"\x80\x04garbage")
+    assert main(["evaluate", str(tmp_path / "bad")]) == 2
+    assert "never unpickles" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BIN.exists(), reason="console script not installed in .venv")
+def test_console_script_bench_quick_prints_the_ratios():
+    out = subprocess.run([str(BIN), "bench", "--quick"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    bench = json.loads(out.stdout)
+    for env_id in ("MinAtar/Breakout-v1", "ALE/Pong-v5"):
+        assert bench["collector"][env_id]["ratio"] > 0
+    assert 0.99 < bench["replay"]["replay_bytes_ratio"] <= 1.1
+    assert bench["training"]["MinAtar/Breakout-v1"]["ppo_env_steps_per_s"] > 0

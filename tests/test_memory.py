@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from workbench.collect import Collector
+from workbench.envs import make_env
+from workbench.memory import ReplayMemory
+
+
+def _play(env_id, n_envs, steps, capacity, seed=0):
+    """Collect with random actions and keep every real (obs, next_obs) the env produced, in order per env."""
+    envs, spec = make_env(env_id, n_envs, seed)
+    obs, _ = envs.reset(seed=seed)
+    memory = ReplayMemory(capacity, spec.obs_shape, spec.obs_dtype, n_envs, spec.settings.get("stack_num", 1))
+    collector = Collector(envs, spec, memory, obs)
+    rng = np.random.default_rng(seed)
+    seen = []
+    for _ in range(steps):
+        before = collector.obs.copy()
+        collector.step(lambda o: rng.integers(0, spec.n_actions, n_envs))
+        seen.append(before)
+    envs.close()
+    return memory, spec, seen
+
+
+def test_atari_stacks_read_back_exactly_as_the_env_gave_them():
+    memory, spec, seen = _play("ALE/Pong-v5", 2, 300, capacity=2_000)
+    # Stream e, transition t (no episode ends in 300 Pong steps): entry t holds obs t.
+    for t in range(0, 300, 7):
+        for e in range(2):
+            stacked = memory.stacked(np.array([e]), np.array([t]))[0]
+            assert np.array_equal(stacked, seen[t][e]), (t, e)
+    # Next observations too (they are the next entries' stacks).
+    b = memory.sample(64, np.random.default_rng(0))
+    assert b.obs.shape == (64, 4, 84, 84) and b.next_obs.shape == (64, 4, 84, 84)
+    assert np.array_equal(b.obs[:, 1:].numpy(), b.next_obs[:, :-1].numpy())
+
+
+def test_atari_memory_stores_about_one_frame_per_transition():
+    memory, _, _ = _play("ALE/Pong-v5", 2, 600, capacity=1_000)  # wraps around
+    assert memory.nbytes() / len(memory) <= 1.1 * 84 * 84
+
+
+def test_episode_boundaries_pad_with_zeros_and_terminal_states_are_kept():
+    memory, spec, seen = _play("CartPole-v1", 1, 400, capacity=2_000)
+    assert memory.terminated.any()
+    e, j = memory.sample_indices(2_000, np.random.default_rng(1))
+    assert memory.has_tr[e, j].all()
+    # A terminal transition's next state is the terminal obs, not the next episode's first.
+    j_term = np.flatnonzero(memory.terminated[0] & memory.has_tr[0])[0]
+    assert not memory.first[0, j_term + 1] and not memory.has_tr[0, j_term + 1] and memory.first[0, j_term + 2]
+
+
+def test_extras_are_stored_beside_the_state():
+    envs, spec = make_env("CartPole-v1", 2, 0)
+    obs, _ = envs.reset(seed=0)
+    memory = ReplayMemory(100, spec.obs_shape, spec.obs_dtype, 2, extras={"teacher": ((2,), np.float32)})
+    collector = Collector(envs, spec, memory, obs)
+    for _ in range(20):
+        collector.step(lambda o: np.zeros(2, dtype=np.int64), lambda o: {"teacher": o[:, :2] * 10})
+    states, extras = memory.sample_states(16, np.random.default_rng(0))
+    assert np.allclose(extras["teacher"].numpy(), states[:, :2].numpy() * 10)
+
+
+def test_empty_memory_says_so():
+    with pytest.raises(ValueError, match="empty"):
+        ReplayMemory(100, (4,), np.float32).sample(4, np.random.default_rng(0))

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from workbench.nets import (NetSpec, build, compression, make_spec, n_params, preset_spec, spec_for_fraction,
+                            spec_params)
+
+NATURE = NetSpec("nature_cnn", (4, 84, 84), 18, (32, 64, 64), (512,), 255.0)
+
+
+@pytest.mark.parametrize("name,params", [("teacher", 1_693_362), ("net1", 427_874), ("net2", 113_346), ("net3", 61_954)])
+def test_rusu_presets_have_the_published_parameter_counts(name, params):
+    assert spec_params(preset_spec(name, NATURE)) == params
+    assert n_params(build(preset_spec(name, NATURE))) == params
+
+
+def test_tiny_preset_is_about_1_7_percent_of_the_teacher():
+    share = spec_params(preset_spec("tiny", NATURE)) / spec_params(NATURE)
+    assert 0.015 < share < 0.02
+
+
+@pytest.mark.parametrize("obs,actions", [((4, 10, 10), 3), ((6, 10, 10), 6), ((4,), 2)])
+@pytest.mark.parametrize("fraction", [0.25, 0.04, 0.017])
+def test_fraction_search_hits_the_share_in_every_family(obs, actions, fraction):
+    teacher = make_spec(obs, actions)
+    student = spec_for_fraction(teacher, fraction)
+    assert student.family == teacher.family
+    assert abs(spec_params(student) / spec_params(teacher) - fraction) / fraction < 0.15
+
+
+def test_width_knob_grows_parameters_and_output_shape_is_batch_by_actions():
+    small, big = build(make_spec((4, 10, 10), 3, width=0.5)), build(make_spec((4, 10, 10), 3, width=2))
+    assert n_params(small) < n_params(big)
+    obs = torch.zeros(5, 4, 10, 10, dtype=torch.uint8)
+    assert small.logits(obs).shape == (5, 3)
+    assert 0 < compression(small, big) < 1
+
+
+def test_value_head_is_not_counted_as_acting_parameters():
+    spec = make_spec((4,), 2)
+    with_v = build(NetSpec(**{**spec.__dict__, "value_head": True}))
+    assert with_v.n_params == build(spec).n_params
+    assert sum(p.numel() for p in with_v.parameters()) == with_v.n_params + with_v.value.weight.numel() + 1
+
+
+def test_same_seed_builds_the_same_weights():
+    a, b = build(make_spec((4,), 2), seed=3), build(make_spec((4,), 2), seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_greedy_act_is_argmax_and_atari_frames_are_scaled():
+    net = build(NATURE, "q", seed=0)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    assert torch.equal(net.act(obs), net.logits(obs).argmax(-1))
+    assert torch.allclose(net.logits(obs), net.head(net.trunk(obs.float() / 255.0)))
+
+
+def test_bad_specs_fail_clearly():
+    with pytest.raises(ValueError, match="unknown network family"):
+        NetSpec("resnet", (4,), 2)
+    with pytest.raises(ValueError, match="unknown student preset"):
+        preset_spec("net9", NATURE)

@@ -1,0 +1,44 @@
+"""The shipped teachers: present, loadable, small, and as good as their cards say."""
+
+import json
+
+import pytest
+
+from workbench.cli import main
+from workbench.evaluate import evaluate
+from workbench.runs import Run, load_policy
+from workbench.teachers import TEACHERS_DIR, list_teachers, teacher_path
+
+
+@pytest.mark.parametrize("name", ["cartpole", "minatar-breakout"])
+def test_shipped_teacher_is_a_complete_small_run_folder(name):
+    path = teacher_path(name)
+    for f in ("config.json", "metrics.jsonl", "model.safetensors", "card.json"):
+        assert (path / f).exists(), f
+    assert not (path / "checkpoint.safetensors").exists(), "resume state is not shipped"
+    assert sum(p.stat().st_size for p in path.iterdir()) < 8 * 2**20
+    card = Run(path).card
+    assert card["return_n"] >= 30 and card["wall_seconds"] > 0 and "machine" in card
+    assert load_policy(path).n_params == card["params"]
+
+
+def test_cartpole_teacher_scores_500_on_30_fixed_seeds():
+    path = teacher_path("cartpole")
+    card = Run(path).card
+    result = evaluate(load_policy(path), "CartPole-v1", 30, card["eval_seed"], card["env_settings"])
+    assert result.mean == 500.0 and card["return_mean"] == 500.0
+
+
+def test_minatar_breakout_card_is_reproduced_on_its_own_seeds():
+    path = teacher_path("minatar-breakout")
+    card = Run(path).card
+    result = evaluate(load_policy(path), card["env_id"], 10, card["eval_seed"], card["env_settings"])
+    # Same policy, same seeds, same machine: the same ten returns the card recorded.
+    assert result.returns.tolist() == card["returns"][:10]
+
+
+def test_teachers_command_lists_them(capsys):
+    assert main(["teachers", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"cartpole", "minatar-breakout"} <= {r["name"] for r in rows}
+    assert len(list_teachers()) == len(list(TEACHERS_DIR.glob("*/card.json")))

@@ -1,0 +1,108 @@
+"""What every training loop shares: config presets, seeding, the run folder, progress, the closing card."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..envs import EnvSpec
+from ..evaluate import evaluate
+from ..runs import Run, machine, save_policy
+
+PRESETS = ("smoke", "demo", "full")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def with_preset(cls, preset: str, env_id: str, family: str, table: dict, **overrides):
+    """Build config ``cls`` from ``table[preset][family]`` over the class defaults, then ``overrides``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    bad = set(overrides) - fields
+    if bad:
+        raise ValueError(f"{cls.__name__} has no field(s) {sorted(bad)}; fields: {sorted(fields)}")
+    values = {**table[preset].get(family, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(env_id=env_id, preset=preset, **values)
+
+
+class EpisodeTracker:
+    """Running return and length per env of a vector env; yields the episodes that end."""
+
+    def __init__(self, n_envs: int):
+        self.ret = np.zeros(n_envs)
+        self.len = np.zeros(n_envs, dtype=np.int64)
+
+    def update(self, reward: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
+        self.ret += reward
+        self.len += 1
+        ended = [(float(self.ret[i]), int(self.len[i])) for i in np.flatnonzero(done)]
+        self.ret[done], self.len[done] = 0.0, 0
+        return ended
+
+
+def progress(total: int, initial: int, desc: str, enabled: bool = True):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, smoothing=0.1,
+                mininterval=1.0)
+
+
+def finish_run(
+    run: Run, policy, config, spec: EnvSpec, algo: str, frames: int, wall_seconds: float, extra: dict | None = None,
+) -> dict:
+    """Evaluate on fixed seeds, save the model and write card.json; returns the card."""
+    result = evaluate(policy, spec.env_id, config.eval_episodes, config.eval_seed, spec.settings)
+    save_policy(run.file("model.safetensors"), policy, env_id=spec.env_id, algo=algo)
+    card = {
+        "env_id": spec.env_id, "algo": algo, "preset": config.preset, "seed": config.seed,
+        "params": policy.n_params, "net": dataclasses.asdict(policy.spec), "kind": policy.kind,
+        "env_steps": frames, "frames": frames * int(spec.settings.get("frameskip", 1)),
+        "wall_seconds": round(wall_seconds, 1), "eval_seed": config.eval_seed,
+        **result.summary("return"), "returns": result.returns.tolist(), "env_settings": spec.settings, "action_meanings": list(spec.action_meanings),
+        "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    run.write_card(card)
+    return card
+
+
+def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
+    out = Path(out)
+    if (out / "card.json").exists() and not resume:
+        raise FileExistsError(f"{out} already holds a finished run; choose another --out or delete it")
+    if (out / "checkpoint.json").exists() and not resume:
+        raise FileExistsError(f"{out} holds an interrupted run; continue it with --resume, or choose another --out")
+    run = Run(out)
+    if resume and (out / "config.json").exists():
+        saved = run.config
+        mine = {**dataclasses.asdict(config), "env_spec": spec.to_dict()}
+        differ = {k for k in mine if k not in ("total_steps",) and saved.get(k) != _jsonish(mine[k])}
+        if differ:
+            raise ValueError(f"--resume with a different config than {out}/config.json: {sorted(differ)} differ")
+    run.write_config(config, env_spec=spec.to_dict())
+    return run
+
+
+def _jsonish(v: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(v))
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state

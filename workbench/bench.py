@@ -1,0 +1,83 @@
+"""`workbench bench`: speed and memory, each printed as a ratio against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import numpy as np
+
+from .collect import Collector
+from .envs import make_env, random_steps_per_second
+from .memory import ReplayMemory
+
+
+def collector_steps_per_second(env_id: str, n_envs: int, steps: int, seed: int = 0) -> float:
+    """The collector (memory writes, episode bookkeeping) under random actions, as the raw baseline plays."""
+    envs, spec = make_env(env_id, n_envs, seed)
+    obs, _ = envs.reset(seed=seed)
+    memory = ReplayMemory(max(steps * n_envs, 64 * n_envs), spec.obs_shape, spec.obs_dtype, n_envs,
+                          spec.settings.get("stack_num", 1))
+    collector = Collector(envs, spec, memory, obs)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, spec.n_actions, size=(steps, n_envs))
+    t = iter(actions)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        collector.step(lambda _obs: next(t))
+    dt = time.perf_counter() - t0
+    envs.close()
+    return steps * n_envs / dt
+
+
+def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:
+    """Bytes the replay memory holds per stored Atari transition, over the bytes of one 84x84 frame."""
+    envs, spec = make_env("ALE/Pong-v5", 2, seed)
+    obs, _ = envs.reset(seed=seed)
+    memory = ReplayMemory(transitions, spec.obs_shape, spec.obs_dtype, 2, spec.settings["stack_num"])
+    collector = Collector(envs, spec, memory, obs)
+    rng = np.random.default_rng(seed)
+    while memory.written.sum() < transitions + 100:  # fill, then wrap
+        collector.step(lambda o: rng.integers(0, spec.n_actions, 2))
+    envs.close()
+    per_transition = memory.nbytes() / len(memory)
+    return {"replay_bytes_per_transition": round(per_transition, 1), "frame_bytes": 84 * 84,
+            "replay_bytes_ratio": round(per_transition / (84 * 84), 4)}
+
+
+def training_steps_per_second(algo: str, env_id: str, steps: int) -> float:
+    if algo == "dqn":
+        from .agents.dqn import dqn_config, train_dqn
+
+        config = dqn_config("demo", env_id, total_steps=steps, learning_starts=min(1000, steps // 4),
+                            eval_episodes=1, log_every=steps, checkpoint_every=10 * steps)
+        train = train_dqn
+    else:
+        from .agents.ppo import ppo_config, train_ppo
+
+        config = ppo_config("demo", env_id, total_steps=steps, eval_episodes=1, log_every=steps,
+                            checkpoint_every=10 * steps)
+        train = train_ppo
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        card = train(config, d + "/run", progress_bar=False)
+        # Time the training alone: the closing evaluation is not training.
+        return card["env_steps"] / min(card["wall_seconds"], time.perf_counter() - t0)
+
+
+def run_bench(quick: bool = False) -> dict:
+    scale = 1 if quick else 5
+    out: dict = {"collector": {}}
+    for env_id, n_envs, steps in (("MinAtar/Breakout-v1", 8, 1000 * scale), ("ALE/Pong-v5", 2, 400 * scale)):
+        raw = random_steps_per_second(env_id, n_envs, steps)
+        col = collector_steps_per_second(env_id, n_envs, steps)
+        out["collector"][env_id] = {"raw_env_steps_per_s": round(raw), "collector_steps_per_s": round(col),
+                                    "ratio": round(col / raw, 3), "target": ">= 0.9"}
+    out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
+    raw = random_steps_per_second("MinAtar/Breakout-v1", 64, 200)
+    out["training"] = {"MinAtar/Breakout-v1": {
+        "raw_env_steps_per_s_64_envs": round(raw),
+        "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale)),
+        "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale)),
+    }}
+    return out

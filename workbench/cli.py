@@ -1,0 +1,141 @@
+"""The `workbench` command: doctor, train, evaluate, teachers, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ALGOS = ("dqn", "ppo")
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(n or min(2, torch.get_num_threads()))
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_checks
+
+    ok = True
+    for name, good, detail in run_checks():
+        ok &= good
+        print(f"[{'ok' if good else 'MISSING'}] {name}: {detail}")
+    print("all good" if ok else "some checks failed: see the fixes above")
+    return 0 if ok else 1
+
+
+def cmd_train(args) -> int:
+    _threads(args.threads)
+    overrides = {"total_steps": args.total_steps, "n_envs": args.n_envs, "width": args.width}
+    if args.algo == "ppo":
+        from .agents.ppo import ppo_config, train_ppo
+
+        config = ppo_config(args.preset, args.env, seed=args.seed, **overrides)
+        card = train_ppo(config, args.out, resume=args.resume, progress_bar=not args.quiet)
+    else:
+        from .agents.dqn import dqn_config, train_dqn
+
+        config = dqn_config(args.preset, args.env, seed=args.seed, **overrides)
+        card = train_dqn(config, args.out, resume=args.resume, progress_bar=not args.quiet)
+    print(json.dumps({k: card[k] for k in ("env_id", "algo", "params", "env_steps", "wall_seconds",
+                                            "return_mean", "return_std", "return_n")}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _threads(args.threads)
+    from .evaluate import evaluate
+    from .runs import Run, load_policy
+
+    policy = load_policy(args.run)
+    run = Run(args.run)
+    settings = run.config.get("env_spec", {}).get("settings", {}) if run.file("config.json").exists() else {}
+    env_id = args.env or run.card["env_id"]
+    result = evaluate(policy, env_id, args.episodes, args.seed, settings)
+    print(json.dumps({"run": str(args.run), "env_id": env_id, "params": policy.n_params, "seed": args.seed,
+                      **result.summary("return")}))
+    return 0
+
+
+def cmd_teachers(args) -> int:
+    from .teachers import list_teachers
+
+    df = list_teachers()
+    if args.json:
+        print(df.to_json(orient="records"))
+    else:
+        print(df.to_string(index=False) if len(df) else "no shipped teachers found in data/teachers")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    _threads(args.threads)
+    from .bench import run_bench
+
+    print(json.dumps(run_bench(quick=args.quick), indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    _threads(args.threads)
+    from .teachers import demo
+
+    return demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description="Policy distillation workbench")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 at most)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("doctor", help="check the installation and say how to fix what is missing")
+    s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("train", help="train a teacher (DQN or PPO)")
+    s.add_argument("--env", required=True, help="ALE/<Game>-v5, MinAtar/<Game>-v1, CartPole-v1, Acrobot-v1")
+    s.add_argument("--algo", choices=ALGOS, default="ppo")
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="run folder to write")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--total-steps", type=int, default=None, help="override the preset's env steps")
+    s.add_argument("--n-envs", type=int, default=None)
+    s.add_argument("--width", type=float, default=None, help="width multiplier of the network family")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a run's policy on fixed seeds")
+    s.add_argument("run", help="run folder (or model.safetensors)")
+    s.add_argument("--episodes", type=int, default=30)
+    s.add_argument("--seed", type=int, default=10_000)
+    s.add_argument("--env", default=None, help="env id (default: the run's)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("teachers", help="list the shipped teachers")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_teachers)
+
+    s = sub.add_parser("bench", help="speed and memory ratios, each against a baseline measured in the same run")
+    s.add_argument("--quick", action="store_true", help="smaller measurements (for CI)")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("demo", help="the main job on the shipped default teacher")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

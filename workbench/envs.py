@@ -1,0 +1,265 @@
+"""Environments for three families behind one call, :func:`make_env`, and one observation convention.
+
+Observation convention (every family, vector or single env):
+- images are ``uint8`` and channels first: ALE ``(4, 84, 84)`` (4 stacked 84x84 gray frames, 0..255),
+  MinAtar ``(C, 10, 10)`` (one 0/1 plane per object kind);
+- vectors (classic control) are ``float32`` ``(D,)``.
+
+Rewards are the game's own (never clipped by the env), so every logged return is a real score. Where the
+learner should clip rewards (Nature DQN on Atari), ``EnvSpec.settings["reward_clipping"]`` says so and the
+learner does it. Vector envs reset in gymnasium's SAME_STEP mode: the observation after a done is the next
+episode's first; the terminal one is in ``info["final_obs"]`` (see :func:`final_obs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+CLASSIC = ("CartPole-v1", "Acrobot-v1")
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+# MinAtar's own action letters (minatar/environment.py): no-op, left, up, right, down, fire.
+MINATAR_ACTION_NAMES = ["NOOP", "LEFT", "UP", "RIGHT", "DOWN", "FIRE"]
+CLASSIC_ACTION_NAMES = {"CartPole-v1": ["LEFT", "RIGHT"], "Acrobot-v1": ["TORQUE -1", "TORQUE 0", "TORQUE +1"]}
+
+# Defaults per family. Every key here changes behaviour, so each lands in EnvSpec.settings and in every run.
+ALE_DEFAULTS = dict(
+    frameskip=4,                      # Nature DQN
+    repeat_action_probability=0.0,    # Rusu et al. and Nature DQN had no sticky actions; v5's 0.25 is opt-in
+    noop_max=30,                      # Nature DQN: up to 30 no-ops at the start of an episode
+    stack_num=4,
+    img_size=84,
+    maxpool=True,                     # max over the last two raw frames (Atari sprites flicker)
+    use_fire_reset=True,
+    episodic_life=False,
+    reward_clipping=True,             # applied by the learner to its targets; logged returns stay raw
+    max_episode_frames=108_000,       # 30 minutes of play at 60 Hz, the usual cap
+)
+MINATAR_DEFAULTS = dict(
+    sticky_action_prob=0.1,           # the MinAtar paper's default
+    difficulty_ramping=True,
+    max_episode_steps=10_000,         # MinAtar has no cap; a good Breakout agent could play forever
+    reward_clipping=False,
+)
+CLASSIC_DEFAULTS = dict(reward_clipping=False)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a learner and a run need to know about an env: shapes, actions and every behaviour setting."""
+
+    env_id: str
+    family: str
+    """'ale', 'minatar' or 'classic'."""
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    n_actions: int
+    action_meanings: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["obs_shape"] = list(self.obs_shape)
+        d["action_meanings"] = list(self.action_meanings)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnvSpec":
+        return cls(**{**d, "obs_shape": tuple(d["obs_shape"]), "action_meanings": tuple(d["action_meanings"])})
+
+
+class EnvError(ValueError):
+    """An env id that the workbench cannot make, with the way to fix it in the message."""
+
+
+def _supported() -> str:
+    return (
+        "Supported env ids: ALE/<Game>-v5 (Atari through ale-py, e.g. ALE/Pong-v5), "
+        f"MinAtar/<Game>-v1 with Game in {list(MINATAR_GAMES)}, and classic control {list(CLASSIC)}."
+    )
+
+
+def family_of(env_id: str) -> str:
+    """'ale', 'minatar' or 'classic'; an EnvError that lists what is supported otherwise."""
+    if env_id.startswith("ALE/"):
+        family, module, pip = "ale", "ale_py", "ale-py"
+    elif env_id.startswith("MinAtar/"):
+        family, module, pip = "minatar", "minatar", "minatar"
+    elif env_id in CLASSIC:
+        return "classic"
+    else:
+        raise EnvError(f"unknown env id {env_id!r}. {_supported()}")
+    if importlib.util.find_spec(module) is None:
+        raise EnvError(
+            f"{env_id!r} needs the {family} family, but the Python package {module!r} is not installed. "
+            f"Install it with `pip install {pip}` (or `make venv`, which installs every family). {_supported()}"
+        )
+    return family
+
+
+def _settings(family: str, overrides: dict) -> dict:
+    defaults = {"ale": ALE_DEFAULTS, "minatar": MINATAR_DEFAULTS, "classic": CLASSIC_DEFAULTS}[family]
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise EnvError(f"unknown setting(s) {sorted(unknown)} for a {family} env; known: {sorted(defaults)}")
+    return {**defaults, **overrides}
+
+
+def _ale_game(env_id: str) -> str:
+    import ale_py
+
+    name = env_id.removeprefix("ALE/").split("-v")[0]
+    # ALE/SpaceInvaders-v5 -> space_invaders
+    rom = "".join("_" + ch.lower() if ch.isupper() and i else ch.lower() for i, ch in enumerate(name))
+    if rom not in ale_py.roms.get_all_rom_ids():
+        raise EnvError(f"no Atari ROM named {rom!r} (from {env_id!r}) ships with ale-py. {_supported()}")
+    return rom
+
+
+def _minatar_game(env_id: str) -> str:
+    name = env_id.removeprefix("MinAtar/").split("-v")[0]
+    if name not in MINATAR_GAMES or not env_id.endswith("-v1"):
+        raise EnvError(f"unknown MinAtar env {env_id!r}. {_supported()}")
+    return name
+
+
+def _register_minatar() -> None:
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        from minatar.gym import register_envs
+
+        register_envs()
+
+
+class MinAtarObs(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """(10, 10, C) bool -> (C, 10, 10) uint8, the workbench's channels-first image convention."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, (c, h, w), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            # MinAtar's BaseEnv seeds its game but never gymnasium's own generator; set it so seeding is checkable.
+            self.unwrapped._np_random, _ = gym.utils.seeding.np_random(seed)
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.transpose(obs, (2, 0, 1)), dtype=np.uint8)
+
+
+def _single_minatar(env_id: str, s: dict, render_mode: str | None = None) -> gym.Env:
+    _register_minatar()
+    env = gym.make(
+        env_id, sticky_action_prob=s["sticky_action_prob"], difficulty_ramping=s["difficulty_ramping"],
+        render_mode=render_mode, max_episode_steps=s["max_episode_steps"],
+    )
+    return MinAtarObs(env)
+
+
+def _single_classic(env_id: str, s: dict, render_mode: str | None = None) -> gym.Env:
+    return gym.make(env_id, render_mode=render_mode)
+
+
+def make_single_env(env_id: str, render_mode: str | None = None, **settings) -> tuple[gym.Env, EnvSpec]:
+    """One env (not vectorised), same observation convention; MinAtar and classic control only here.
+
+    ALE's single-env path (frame-exact with the native vector env, for emulator snapshots) lives with the
+    trace code; for training and evaluation always use :func:`make_env`.
+    """
+    family = family_of(env_id)
+    if family == "ale":
+        raise EnvError("make_single_env does not build ALE envs; use make_env(env_id, n_envs=1)")
+    s = _settings(family, settings)
+    if family == "minatar":
+        _minatar_game(env_id)
+        env = _single_minatar(env_id, s, render_mode)
+    else:
+        env = _single_classic(env_id, s, render_mode)
+    return env, _spec_of(env_id, family, env.observation_space, env, s)
+
+
+def _spec_of(env_id, family, obs_space, env_or_vec, s) -> EnvSpec:
+    if family == "minatar":
+        game = env_or_vec.unwrapped if isinstance(env_or_vec, gym.Env) else env_or_vec.envs[0].unwrapped
+        meanings = tuple(MINATAR_ACTION_NAMES[a] for a in game.action_set)
+    else:
+        meanings = tuple(CLASSIC_ACTION_NAMES[env_id])
+    return EnvSpec(env_id, family, tuple(obs_space.shape), obs_space.dtype.name, len(meanings), meanings, s)
+
+
+def make_env(env_id: str, n_envs: int = 1, seed: int = 0, **settings) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+    """A vector env of ``n_envs`` copies (SAME_STEP autoreset), reset with ``seed``, and its :class:`EnvSpec`.
+
+    ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, Nature preprocessing inside); MinAtar and
+    classic control use gymnasium's ``SyncVectorEnv`` (their steps are too cheap for processes to pay).
+    ``settings`` override the family defaults (``ALE_DEFAULTS``, ``MINATAR_DEFAULTS``); unknown keys fail.
+    """
+    family = family_of(env_id)
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be at least 1, got {n_envs}")
+    s = _settings(family, settings)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if family == "ale":
+        from ale_py.vector_env import AtariVectorEnv
+
+        game = _ale_game(env_id)
+        venv = AtariVectorEnv(
+            game, n_envs, num_threads=min(n_envs, 2), autoreset_mode="SameStep",
+            frameskip=s["frameskip"], repeat_action_probability=s["repeat_action_probability"],
+            noop_max=s["noop_max"], stack_num=s["stack_num"], img_height=s["img_size"], img_width=s["img_size"],
+            maxpool=s["maxpool"], use_fire_reset=s["use_fire_reset"], episodic_life=s["episodic_life"],
+            reward_clipping=False, max_num_frames_per_episode=s["max_episode_frames"],
+        )
+        meanings = tuple(_ale_action_meanings(game))
+        spec = EnvSpec(env_id, family, tuple(venv.single_observation_space.shape), "uint8", len(meanings),
+                       meanings, s)
+    else:
+        maker = _single_minatar if family == "minatar" else _single_classic
+        if family == "minatar":
+            _minatar_game(env_id)
+        venv = gym.vector.SyncVectorEnv([lambda: maker(env_id, s) for _ in range(n_envs)], autoreset_mode=same_step)
+        spec = _spec_of(env_id, family, venv.single_observation_space, venv, s)
+    venv.reset(seed=seed)
+    return venv, spec
+
+
+def _ale_action_meanings(game: str) -> list[str]:
+    import ale_py
+
+    ale = ale_py.ALEInterface()
+    ale.setLoggerMode(ale_py.LoggerMode.Error)
+    ale.loadROM(ale_py.roms.get_rom_path(game))
+    return [a.name for a in ale.getMinimalActionSet()]
+
+
+def final_obs(obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """The observation each env ended its step on: the terminal one where an episode ended (SAME_STEP)."""
+    if not done.any():
+        return obs
+    out = obs.copy()
+    finals = info["final_obs"]
+    for i in np.flatnonzero(done):
+        out[i] = finals[i]
+    return out
+
+
+def random_steps_per_second(env_id: str, n_envs: int, steps: int, seed: int = 0) -> float:
+    """Raw env speed with random actions: the baseline that collectors are measured against."""
+    import time
+
+    venv, spec = make_env(env_id, n_envs, seed)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, spec.n_actions, size=(steps, n_envs))
+    t0 = time.perf_counter()
+    for t in range(steps):
+        venv.step(actions[t])
+    dt = time.perf_counter() - t0
+    venv.close()
+    return steps * n_envs / dt

@@ -1,0 +1,83 @@
+"""Episodes -> returns, on fixed seeds; and how closely two policies agree on the same states.
+
+Episode ``i`` of an evaluation always starts from env seed ``seed + i``, so a teacher and a student evaluated
+with the same ``seed`` face the same starting states (and, where the env is deterministic given its seed
+and the actions, the same game until their actions differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .envs import make_env
+
+
+@dataclass
+class EvalResult:
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+    def summary(self, prefix: str = "return") -> dict:
+        return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_n": int(len(self.returns)),
+                "episode_length_mean": float(np.mean(self.lengths))}
+
+
+@torch.no_grad()
+def evaluate(
+    policy, env_id: str, episodes: int = 30, seed: int = 10_000, settings: dict | None = None,
+    greedy: bool = True, epsilon: float = 0.0, max_parallel: int = 16,
+) -> EvalResult:
+    """Play ``episodes`` episodes; episode i starts from env seed ``seed + i``."""
+    policy.eval()
+    returns, lengths = [], []
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    start = 0
+    while start < episodes:
+        n = min(max_parallel, episodes - start)
+        venv, spec = make_env(env_id, n, seed=seed + start, **(settings or {}))
+        # Vector envs seed copy k with seed + k, so episode start+k starts from env seed seed + start + k.
+        obs, _ = venv.reset(seed=seed + start)
+        ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
+        running = np.ones(n, dtype=bool)
+        while running.any():
+            action = policy.act(obs, greedy=greedy, generator=gen).numpy()
+            if epsilon > 0:
+                explore = rng.random(n) < epsilon
+                action = np.where(explore, rng.integers(0, spec.n_actions, n), action)
+            obs, reward, term, trunc, _ = venv.step(action)
+            ret += reward * running
+            length += running
+            running &= ~(term | trunc)
+        venv.close()
+        returns.extend(ret.tolist())
+        lengths.extend(length.tolist())
+        start += n
+    return EvalResult(np.asarray(returns), np.asarray(lengths))
+
+
+@torch.no_grad()
+def agreement(student, teacher, obs, tau: float = 1.0) -> dict:
+    """On the same states: share of argmax actions that agree, and mean KL(teacher || student).
+
+    The teacher's distribution is softmax(teacher_logits / tau) (for a DQN teacher pass Rusu's tau).
+    """
+    s_BA = student.logits(obs)
+    t_BA = teacher.logits(obs)
+    if s_BA.shape[-1] != t_BA.shape[-1]:
+        raise ValueError(f"student has {s_BA.shape[-1]} actions, teacher {t_BA.shape[-1]}")
+    log_t = torch.log_softmax(t_BA / tau, -1)
+    log_s = torch.log_softmax(s_BA, -1)
+    kl_B = (log_t.exp() * (log_t - log_s)).sum(-1)
+    return {"agreement": float((s_BA.argmax(-1) == t_BA.argmax(-1)).float().mean()), "kl": float(kl_B.mean())}

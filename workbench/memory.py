@@ -1,0 +1,161 @@
+"""Replay memory that stores each frame once and stacks on read, with per-state extras (teacher outputs).
+
+A vector env of N copies writes N streams. In each stream an entry holds the newest frame of one observation;
+a transition at entry ``j`` goes from the stack ending at ``j`` to the stack ending at ``j + 1``. Where an
+episode ends, the terminal frame gets an entry of its own (no transition leaves it), so the next state is
+always exact, also for time-limit truncations. Reading a stack walks back at most ``stack - 1`` entries and
+pads with zeros before an episode's first entry, which is what ale-py's vector env does at reset.
+
+For Atari (stack 4 of 84x84 uint8) a transition costs one 7,056-byte frame plus ~10 bytes of action, reward
+and flags, instead of the 56,448 bytes of storing obs and next_obs whole.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor            # [B, *obs_shape]
+    action: torch.Tensor         # [B] int64
+    reward: torch.Tensor         # [B] float32
+    next_obs: torch.Tensor       # [B, *obs_shape]
+    terminated: torch.Tensor     # [B] float32 (1.0 where the episode really ended; a truncation bootstraps)
+    extras: dict[str, torch.Tensor]
+
+
+class ReplayMemory:
+    def __init__(
+        self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, n_envs: int = 1, stack: int = 1,
+        extras: dict[str, tuple[tuple[int, ...], object]] | None = None,
+    ):
+        """``capacity`` transitions over ``n_envs`` streams; ``stack`` > 1 means obs_shape[0] stacked frames.
+
+        ``extras`` names per-state arrays stored beside each transition, e.g.
+        ``{"teacher": ((n_actions,), np.float32)}`` for a teacher's logits.
+        """
+        if capacity < n_envs * (stack + 2):
+            raise ValueError(f"capacity {capacity} is too small for {n_envs} envs with stack {stack}")
+        self.obs_shape, self.stack, self.n_envs = tuple(obs_shape), stack, n_envs
+        self.frame_shape = self.obs_shape[1:] if stack > 1 else self.obs_shape
+        if stack > 1 and self.obs_shape[0] != stack:
+            raise ValueError(f"obs_shape {obs_shape} does not start with the stack size {stack}")
+        self.per_env = capacity // n_envs
+        c = (n_envs, self.per_env)
+        self.frames = np.zeros(c + self.frame_shape, dtype=obs_dtype)
+        self.action = np.zeros(c, dtype=np.int32)
+        self.reward = np.zeros(c, dtype=np.float32)
+        self.terminated = np.zeros(c, dtype=bool)
+        self.first = np.zeros(c, dtype=bool)      # the entry is the first observation of an episode
+        self.has_tr = np.zeros(c, dtype=bool)     # a transition leaves this entry
+        self.extras = {k: np.zeros(c + tuple(shape), dtype=dt) for k, (shape, dt) in (extras or {}).items()}
+        self.head = np.zeros(n_envs, dtype=np.int64)      # next entry to write, per stream
+        self.written = np.zeros(n_envs, dtype=np.int64)   # entries written so far, per stream
+        self._current = np.zeros(n_envs, dtype=bool)      # the stream's newest entry is the obs we act from
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def _write_frames(self, envs: np.ndarray, obs: np.ndarray, first: bool) -> None:
+        h = self.head[envs]
+        self.frames[envs, h] = obs[:, -1] if self.stack > 1 else obs
+        self.first[envs, h] = first
+        self.has_tr[envs, h] = False
+        self.head[envs] = (h + 1) % self.per_env
+        self.written[envs] += 1
+
+    def add(self, obs, action, reward, terminated, truncated, next_obs, extras: dict | None = None) -> None:
+        """One vector step: ``next_obs`` is the true next observation (the terminal one where done)."""
+        envs = np.arange(self.n_envs)
+        fresh = ~self._current
+        if fresh.any():
+            self._write_frames(envs[fresh], np.asarray(obs)[fresh], first=True)
+        j = (self.head - 1) % self.per_env
+        self.action[envs, j], self.reward[envs, j], self.terminated[envs, j] = action, reward, terminated
+        self.has_tr[envs, j] = True
+        for k, arr in (extras or {}).items():
+            self.extras[k][envs, j] = arr
+        self._write_frames(envs, np.asarray(next_obs), first=False)
+        # After a done the terminal entry stays transition-free; the reset obs starts a new episode.
+        self._current = ~np.logical_or(terminated, truncated)
+
+    def set_extras(self, key: str, env_idx: np.ndarray, entry_idx: np.ndarray, values: np.ndarray) -> None:
+        """Overwrite stored extras (e.g. refreshed teacher outputs) at positions from :meth:`sample_indices`."""
+        self.extras[key][env_idx, entry_idx] = values
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.has_tr.sum())
+
+    def nbytes(self) -> int:
+        arrays = [self.frames, self.action, self.reward, self.terminated, self.first, self.has_tr]
+        return sum(a.nbytes for a in arrays + list(self.extras.values()))
+
+    def _valid(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = self.has_tr[e, j]
+        full = self.written[e] > self.per_env
+        # The oldest stack-1 entries of a full stream may be stacked over data already overwritten.
+        age = (j - self.head[e]) % self.per_env
+        return ok & ~(full & (age < self.stack - 1))
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over stored transitions: (stream index, entry index), each [B]."""
+        if len(self) == 0:
+            raise ValueError("the memory is empty: collect before sampling")
+        e_out, j_out, need = [], [], batch_size
+        filled = np.minimum(self.written, self.per_env)
+        while need > 0:
+            n = max(2 * need, 16)
+            e = rng.integers(0, self.n_envs, n)
+            j = (rng.random(n) * filled[e]).astype(np.int64)
+            keep = self._valid(e, j)
+            e_out.append(e[keep][:need])
+            j_out.append(j[keep][:need])
+            need -= len(e_out[-1])
+        return np.concatenate(e_out), np.concatenate(j_out)
+
+    def stacked(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Observations [B, *obs_shape] ending at entries j of streams e."""
+        if self.stack == 1:
+            return self.frames[e, j]
+        out = np.zeros((len(e), self.stack) + self.frame_shape, dtype=self.frames.dtype)
+        alive = np.ones(len(e), dtype=bool)
+        for k in range(self.stack):
+            jk = (j - k) % self.per_env
+            out[alive, self.stack - 1 - k] = self.frames[e[alive], jk[alive]]
+            # Frames before the episode's first entry are zeros, as the env stacks them at reset.
+            alive &= ~self.first[e, jk]
+        return out
+
+    def sample(self, batch_size: int, rng: np.random.Generator, device="cpu") -> Batch:
+        e, j = self.sample_indices(batch_size, rng)
+        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        return Batch(
+            obs=t(self.stacked(e, j)), action=t(self.action[e, j].astype(np.int64)), reward=t(self.reward[e, j]),
+            next_obs=t(self.stacked(e, (j + 1) % self.per_env)),
+            terminated=t(self.terminated[e, j].astype(np.float32)),
+            extras={k: t(v[e, j]) for k, v in self.extras.items()},
+        )
+
+    def sample_states(self, batch_size: int, rng: np.random.Generator, device="cpu"):
+        """Only states and their extras (what distillation needs): (obs [B, ...], {key: [B, ...]})."""
+        e, j = self.sample_indices(batch_size, rng)
+        return (torch.as_tensor(self.stacked(e, j), device=device),
+                {k: torch.as_tensor(v[e, j], device=device) for k, v in self.extras.items()})
+
+    # -- resume --------------------------------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = dict(frames=self.frames, action=self.action, reward=self.reward, terminated=self.terminated,
+                      first=self.first, has_tr=self.has_tr, head=self.head, written=self.written)
+        arrays.update({f"extra.{k}": v for k, v in self.extras.items()})
+        return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for k, v in arrays.items():
+            target = self.extras[k[6:]] if k.startswith("extra.") else getattr(self, k)
+            if target.shape != v.shape:
+                raise ValueError(f"memory array {k} has shape {v.shape}, expected {target.shape}")
+            target[...] = v
+        # Resumed envs start fresh episodes, so no stream holds a current observation.
+        self._current[:] = False
