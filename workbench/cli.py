@@ -61,6 +61,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    _threads(args.threads)
+    from .distill.loop import distill, distill_config
+
+    if args.preset_net and args.width is not None:
+        raise ValueError("give a student size either as --preset-net or as --width, not both")
+    config = distill_config(
+        args.preset, args.teacher, student_net=None if args.width is not None else (args.preset_net or "net3"),
+        student_width=args.width, student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta,
+        seed=args.seed, total_steps=args.total_steps)
+    card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
+    print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
+                                            "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
+                                            "agreement", "kl", "teacher_queries", "wall_seconds")}))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    _threads(args.threads)
+    from .sweep import sweep
+
+    overrides = {"total_steps": args.total_steps} if args.total_steps else {}
+    df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
+               args.num_cpus, overrides)
+    cols = ["student_net", "loss", "compression", "pct_of_teacher", "agreement"]
+    print(df.groupby(["student_net", "loss"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
+          .round(3).to_string())
+    print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'compression.html'}")
+    return 0
+
+
 def cmd_teachers(args) -> int:
     from .teachers import list_teachers
 
@@ -114,6 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=10_000)
     s.add_argument("--env", default=None, help="env id (default: the run's)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("distill", help="distil a teacher into a smaller student")
+    s.add_argument("--teacher", required=True, help="teacher run folder or shipped teacher name")
+    s.add_argument("--student", default=None, choices=("nature_cnn", "minatar_cnn", "mlp"),
+                   help="student network family (default: the teacher's)")
+    s.add_argument("--preset-net", default=None, choices=("teacher", "net1", "net2", "net3", "tiny"),
+                   help="student size as Rusu's share of the teacher (default net3, 4%%)")
+    s.add_argument("--width", type=float, default=None, help="student width multiplier instead of --preset-net")
+    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
+    s.add_argument("--tau", type=float, default=0.01, help="KL temperature on the teacher (Rusu: 0.01)")
+    s.add_argument("--beta", default="1", help="share of steps the teacher acts: 1, 0, 0.5 or linear:1:0")
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--total-steps", type=int, default=None)
+    s.add_argument("--out", required=True)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("sweep", help="students of several sizes x losses x seeds; results.csv + compression.html")
+    s.add_argument("--teacher", nargs="+", required=True, help="one or more teacher run folders / names")
+    s.add_argument("--nets", nargs="+", default=["net1", "net2", "net3", "tiny"])
+    s.add_argument("--losses", nargs="+", default=["nll", "mse", "kl"], choices=("nll", "mse", "kl"))
+    s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
+    s.add_argument("--total-steps", type=int, default=None)
+    s.add_argument("--engine", choices=("local", "ray"), default="local")
+    s.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("teachers", help="list the shipped teachers")
     s.add_argument("--json", action="store_true")

@@ -34,19 +34,25 @@ def list_teachers():
     return pd.DataFrame(rows)
 
 
-def demo() -> int:
-    """The main job on the shipped default: evaluate the MinAtar Breakout teacher on fixed seeds, show its card."""
-    from .evaluate import evaluate
-    from .runs import Run, load_policy
+def demo(out: str = "runs/demo") -> int:
+    """The main job on the shipped default: distil a 4% student from the MinAtar Breakout teacher, compare."""
+    import shutil
+
+    from .distill.loop import distill, distill_config
 
     path = teacher_path(DEFAULT_TEACHER)
-    run, policy = Run(path), load_policy(path)
-    card = run.card
-    print(f"Shipped teacher {DEFAULT_TEACHER}: {card['env_id']}, {card['algo']}, {policy.n_params:,} params, "
-          f"trained {card['env_steps']:,} env steps in {card['wall_seconds'] / 60:.1f} min")
-    print(f"  card: return {card['return_mean']:.2f} ± {card['return_std']:.2f} over {card['return_n']} episodes")
-    result = evaluate(policy, card["env_id"], 10, card["eval_seed"], card["env_settings"])
-    print(f"  now:  return {result.mean:.2f} ± {result.std:.2f} over 10 episodes (same seeds as the card's first 10)")
-    print(json.dumps({k: card[k] for k in ("env_id", "algo", "params", "env_steps", "wall_seconds",
-                                            "return_mean", "return_std", "return_n")}))
+    card = json.loads((path / "card.json").read_text())
+    print(f"Teacher {DEFAULT_TEACHER}: {card['env_id']}, {card['algo']}, {card['params']:,} params, "
+          f"return {card['return_mean']:.2f} ± {card['return_std']:.2f} over {card['return_n']} episodes "
+          f"(trained {card['env_steps']:,} env steps in {card['wall_seconds'] / 60:.1f} min)")
+    shutil.rmtree(out, ignore_errors=True)
+    config = distill_config("demo", str(path), student_net="net3", loss="kl", eval_every=0)
+    s = distill(config, out)
+    print(f"\n{'':14}{'teacher':>12}{'student':>12}")
+    print(f"{'params':14}{s['teacher_params']:>12,}{s['student_params']:>12,}")
+    print(f"{'return':14}{s['teacher_return_mean']:>12.2f}{s['return_mean']:>12.2f}   (same {s['return_n']} seeds)")
+    print(f"compression {s['compression']:.1%} of the teacher's parameters; student reaches "
+          f"{s['pct_of_teacher']:.1f}% of the teacher's return; action agreement {s['agreement']:.1%} on held-out "
+          f"teacher states; {s['teacher_queries']:,} teacher queries, {s['wall_seconds']:.0f} s")
+    print(f"run folder: {out}")
     return 0

@@ -144,10 +144,8 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
             logp_TB[t], val_TB[t] = dist.log_prob(action_B).numpy(), value_B.numpy()
             obs, reward, term, trunc, info = envs.step(act_TB[t])
             reward = reward.astype(np.float32)
-            if spec.settings.get("reward_clipping"):
-                reward_learn = np.sign(reward)
-            else:
-                reward_learn = reward
+            # A copy: the bootstrap below must not leak into the logged (real) episode returns.
+            reward_learn = np.sign(reward) if spec.settings.get("reward_clipping") else reward.copy()
             if trunc.any():
                 # A time limit is not a terminal state: bootstrap from the value of the state it cut off.
                 with torch.no_grad():

@@ -1,0 +1,1 @@
+"""Distillation: losses, the teacher/student collection loop, sweeps over student sizes and losses."""

@@ -1,0 +1,276 @@
+"""The distillation loop: collect states with a teacher/student mix, label them once, train the student.
+
+Rusu et al. (2016): the frozen teacher plays epsilon-greedy (eps 0.05), a replay memory keeps its states
+with its output vectors, and the student learns offline from that memory. ``beta`` is the share of steps
+on which the teacher acts: 1 is Rusu's teacher-driven collection, 0 is student-driven (the teacher only
+labels the student's states, fixing the distribution shift; Czarnecki et al. 2019), and a schedule such
+as ``linear:1:0`` is DAgger-style (Ross et al. 2011). Whoever acts, the teacher is queried once per
+collected state and its outputs are stored beside it; ``teacher_queries`` counts those calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..agents.common import PRESETS, open_run, progress, rng_state, seed_everything, set_rng_state
+from ..collect import Collector
+from ..envs import EnvSpec, make_env
+from ..evaluate import agreement, evaluate
+from ..memory import ReplayMemory
+from ..nets import PRESET_FRACTIONS, build, make_spec, preset_spec, spec_for_fraction, spec_params
+from ..runs import (Run, load_optimizer_arrays, load_policy, machine, optimizer_arrays, save_policy,
+                    set_torch_rng_state, torch_rng_state)
+from .losses import check_actions, get_loss
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str = "data/teachers/minatar-breakout"
+    """Teacher run folder (or a shipped teacher's name)."""
+    preset: str = "demo"
+    """Which preset filled the defaults: smoke, demo or full."""
+    student_net: str | None = "net3"
+    """Student size preset (teacher, net1, net2, net3, tiny: Rusu's shares); None to use student_width."""
+    student_width: float = 0.25
+    """Width multiplier of the family's base net, used when student_net is None."""
+    student_family: str | None = None
+    """Network family of the student (default: the teacher's)."""
+    loss: str = "kl"
+    """nll, mse or kl."""
+    tau: float = 0.01
+    """KL temperature applied to the teacher (Rusu: 0.01 for Q-values; use ~1 for PPO logits)."""
+    beta: str = "1"
+    """Share of steps the teacher acts: a number, or linear:START:END over the run (DAgger-style)."""
+    teacher_epsilon: float = 0.05
+    """Epsilon of the teacher's epsilon-greedy acting (Rusu: 0.05); 0 for greedy."""
+    student_greedy: bool = True
+    """Student acts by argmax (True) or by sampling its softmax (False)."""
+    seed: int = 0
+    total_steps: int = 100_000
+    """Env steps collected, summed over envs."""
+    n_envs: int = 8
+    memory_size: int = 100_000
+    """Replay capacity in states."""
+    batch_size: int = 256
+    lr: float = 1e-3
+    updates_per_step: float = 0.25
+    """Student updates per collected vector step of n_envs states."""
+    learning_starts: int = 5_000
+    """States collected before the first update."""
+    heldout_size: int = 2_000
+    """Teacher-driven states (other seeds) on which agreement and KL are measured."""
+    log_every: int = 10_000
+    eval_every: int = 0
+    """Env steps between student evaluations during the run (0: only at the end)."""
+    eval_episodes: int = 30
+    eval_seed: int = 10_000
+    checkpoint_every: int = 50_000
+
+
+DISTILL_PRESETS = {
+    "smoke": dict(total_steps=1_024, n_envs=4, memory_size=2_000, batch_size=64, learning_starts=256,
+                  heldout_size=256, log_every=512, eval_episodes=3, updates_per_step=1.0, checkpoint_every=512),
+    "demo": dict(total_steps=100_000, n_envs=8, memory_size=100_000, updates_per_step=0.5, log_every=10_000,
+                 eval_every=50_000),
+    # Rusu's scale: a long teacher-filled memory and millions of student updates (a GPU job on Atari).
+    "full": dict(total_steps=10_000_000, n_envs=8, memory_size=1_000_000, batch_size=32, lr=1e-4,
+                 updates_per_step=2.0, learning_starts=50_000, heldout_size=10_000, log_every=100_000,
+                 eval_every=1_000_000, checkpoint_every=500_000),
+}
+
+
+def distill_config(preset: str, teacher: str, **overrides) -> DistillConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    bad = set(overrides) - fields
+    if bad:
+        raise ValueError(f"DistillConfig has no field(s) {sorted(bad)}")
+    return DistillConfig(teacher=str(teacher), preset=preset,
+                         **{**DISTILL_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def beta_schedule(spec: str):
+    """'1', '0.5' or 'linear:START:END' -> f(progress in [0, 1]) -> share of steps the teacher acts."""
+    try:
+        if spec.startswith("linear:"):
+            _, a, b = spec.split(":")
+            a, b = float(a), float(b)
+            fn = lambda p: a + (b - a) * min(max(p, 0.0), 1.0)  # noqa: E731
+        else:
+            c = float(spec)
+            fn = lambda p: c  # noqa: E731
+    except ValueError:
+        raise ValueError(f"beta must be a number in [0, 1] or linear:START:END, got {spec!r}") from None
+    if not all(0.0 <= fn(p) <= 1.0 for p in (0.0, 1.0)):
+        raise ValueError(f"beta must stay within [0, 1], got {spec!r}")
+    return fn
+
+
+def load_teacher(path: str):
+    """(policy, card, EnvSpec) of a teacher run folder or shipped teacher name."""
+    from ..teachers import teacher_path
+
+    folder = teacher_path(path)
+    run = Run(folder)
+    card, config = run.card, run.config
+    return load_policy(folder), card, EnvSpec.from_dict(config["env_spec"])
+
+
+def student_spec_for(config: DistillConfig, teacher_spec):
+    """The student's NetSpec: a size preset (a share of the teacher's parameters) or a width."""
+    family = config.student_family or teacher_spec.family
+    if config.student_net is None:
+        return make_spec(teacher_spec.obs_shape, teacher_spec.n_actions, family, config.student_width,
+                         teacher_spec.obs_scale)
+    if family == teacher_spec.family:
+        return preset_spec(config.student_net, teacher_spec)
+    base = make_spec(teacher_spec.obs_shape, teacher_spec.n_actions, family, 1.0, teacher_spec.obs_scale)
+    share = PRESET_FRACTIONS[config.student_net] * spec_params(teacher_spec) / spec_params(base)
+    return spec_for_fraction(base, share)
+
+
+@torch.no_grad()
+def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """n states from the teacher's own (epsilon-greedy) play on other seeds, with its outputs: a held-out set."""
+    envs, _ = make_env(env.env_id, 4, seed, **env.settings)
+    obs, _ = envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    states = []
+    while sum(len(s) for s in states) < n:
+        states.append(obs.copy())
+        act = teacher.act(obs).numpy()
+        act = np.where(rng.random(len(act)) < epsilon, rng.integers(0, env.n_actions, len(act)), act)
+        obs, *_ = envs.step(act)
+    envs.close()
+    obs_N = torch.as_tensor(np.concatenate(states)[:n])
+    return obs_N, teacher.logits(obs_N)
+
+
+def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
+            callback=None) -> dict:
+    """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
+    seed_everything(config.seed)
+    teacher, teacher_card, env = load_teacher(config.teacher)
+    teacher.eval()
+    s_spec = student_spec_for(config, teacher.spec)
+    check_actions(s_spec.n_actions, teacher.n_actions)
+    student = build(s_spec, "pi", seed=config.seed)
+    loss_fn = get_loss(config.loss, config.tau)
+    beta = beta_schedule(config.beta)
+    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
+
+    envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
+    run = open_run(out, config, env, resume)
+    memory = ReplayMemory(config.memory_size, env.obs_shape, env.obs_dtype, config.n_envs,
+                          env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)})
+    rng = np.random.default_rng(config.seed)
+    heldout_obs, heldout_t = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777,
+                                            config.teacher_epsilon)
+
+    step, updates, queries, wall_before = 0, 0, 0, 0.0
+    if resume and run.has_checkpoint():
+        arrays, state = run.load_checkpoint()
+        student.load_state_dict({k[8:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("student.")})
+        load_optimizer_arrays(optimizer, arrays, state["optimizer"])
+        memory.load_state_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")})
+        step, updates, queries, wall_before = state["step"], state["updates"], state["teacher_queries"], state["wall_seconds"]
+        set_rng_state(rng, state["rng"])
+        set_torch_rng_state(arrays["torch_rng"])
+    obs, _ = envs.reset(seed=config.seed + 1_000_003 * step)
+    collector = Collector(envs, env, memory, obs, clip_rewards=False)
+    t0, losses, owed = time.time(), [], 0.0
+    next_log, next_eval, next_ckpt = step + config.log_every, step + (config.eval_every or 10**18), step + config.checkpoint_every
+    bar = progress(config.total_steps, step, f"distill {config.loss} -> {s_spec.family}", progress_bar)
+
+    while step < config.total_steps:
+        # -- collect: the teacher labels every state once; beta decides who acts ---------------------------
+        b = beta(step / config.total_steps)
+        labels: dict = {}
+
+        def act(obs):
+            with torch.no_grad():
+                t_BA = teacher.logits(obs)
+                s_act = student.act(obs, greedy=config.student_greedy).numpy()
+            labels["teacher"] = t_BA.numpy()
+            t_act = t_BA.argmax(-1).numpy()
+            t_act = np.where(rng.random(len(t_act)) < config.teacher_epsilon,
+                             rng.integers(0, env.n_actions, len(t_act)), t_act)
+            return np.where(rng.random(len(t_act)) < b, t_act, s_act)
+
+        collector.step(act, lambda obs: labels)
+        queries += config.n_envs
+        step += config.n_envs
+        bar.update(config.n_envs)
+
+        # -- learn: supervised updates on stored (state, teacher output) pairs -----------------------------
+        if step >= config.learning_starts:
+            owed += config.updates_per_step
+            while owed >= 1:
+                owed -= 1
+                obs_B, extras = memory.sample_states(config.batch_size, rng)
+                loss = loss_fn(student.logits(obs_B), extras["teacher"])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                updates += 1
+
+        wall = wall_before + time.time() - t0
+        done = step >= config.total_steps
+        if step >= next_log or done:
+            row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": b,
+                   "charts/updates": updates, "charts/teacher_queries": queries,
+                   **{f"heldout/{k}": v for k, v in agreement(student, teacher, heldout_obs, config.tau
+                                                              if config.loss == "kl" else 1.0).items()},
+                   "wall_seconds": round(wall, 2)}
+            if step >= next_eval:
+                row["charts/student_return"] = evaluate(student, env.env_id, min(10, config.eval_episodes),
+                                                        config.eval_seed, env.settings).mean
+                next_eval += config.eval_every
+            run.log(step, **row)
+            if callback:
+                callback({"step": step, **row})
+            bar.set_postfix(loss=f"{row['losses/distill'] or 0:.3f}", agree=f"{row['heldout/agreement']:.2f}")
+            losses = []
+            next_log += config.log_every
+        if step >= next_ckpt or done:
+            arrays, opt_meta = optimizer_arrays(optimizer)
+            arrays.update({f"student.{k}": v.numpy() for k, v in student.state_dict().items()})
+            arrays.update({f"memory.{k}": v for k, v in memory.state_arrays().items()})
+            arrays["torch_rng"] = torch_rng_state()
+            run.save_checkpoint(arrays, {"step": step, "updates": updates, "teacher_queries": queries,
+                                         "wall_seconds": wall, "rng": rng_state(rng), "optimizer": opt_meta})
+            next_ckpt += config.checkpoint_every
+    bar.close()
+    envs.close()
+    wall = wall_before + time.time() - t0
+
+    # -- evaluate student and teacher on the same seeds, in this run ---------------------------------------
+    s_eval = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+    t_eval = evaluate(teacher, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+    held = agreement(student, teacher, heldout_obs, config.tau if config.loss == "kl" else 1.0)
+    save_policy(run.file("model.safetensors"), student, env_id=env.env_id, algo="distill", teacher=config.teacher)
+    card = {
+        "env_id": env.env_id, "algo": "distill", "preset": config.preset, "seed": config.seed,
+        "teacher": config.teacher, "teacher_params": teacher.n_params, "params": student.n_params,
+        "student_params": student.n_params, "compression": student.n_params / teacher.n_params,
+        "student_net": config.student_net, "net": dataclasses.asdict(s_spec), "kind": "pi",
+        "loss": config.loss, "tau": config.tau, "beta": config.beta, "env_steps": step,
+        "frames": step * int(env.settings.get("frameskip", 1)), "updates": updates, "teacher_queries": queries,
+        "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed,
+        **s_eval.summary("return"), "returns": s_eval.returns.tolist(),
+        "teacher_return_mean": t_eval.mean, "teacher_return_std": t_eval.std,
+        "pct_of_teacher": 100.0 * s_eval.mean / t_eval.mean if t_eval.mean else None,
+        "agreement": held["agreement"], "kl": held["kl"], "env_settings": env.settings,
+        "action_meanings": list(env.action_meanings), "machine": machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run.write_card(card)
+    return card

@@ -1,0 +1,84 @@
+"""Many distillation runs: student size x loss x seed (x teacher). Local by default, Ray for a cluster.
+
+Each run is a folder ``OUT/<teacher>/<net>-<loss>-s<seed>``; a finished one (card.json present) is skipped
+and an interrupted one resumes from its checkpoint, so a sweep started again loses nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .distill.loop import distill, distill_config
+from .runs import atomic_write_bytes
+
+CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
+               "beta", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
+               "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
+
+
+def plan(teachers, nets, losses, seeds, out: str | Path) -> list[dict]:
+    jobs = []
+    for teacher, net, loss, seed in itertools.product(teachers, nets, losses, seeds):
+        name = Path(teacher).name
+        jobs.append({"teacher": str(teacher), "net": net, "loss": loss, "seed": int(seed),
+                     "out": str(Path(out) / name / f"{net}-{loss}-s{seed}")})
+    return jobs
+
+
+def run_job(job: dict, preset: str, overrides: dict) -> dict:
+    """One student run (skipped if finished, resumed if interrupted); returns its card."""
+    import torch
+
+    torch.set_num_threads(1)  # sweeps parallelise over runs, not inside one
+    out = Path(job["out"])
+    if (out / "card.json").exists():
+        return json.loads((out / "card.json").read_text())
+    config = distill_config(preset, job["teacher"], student_net=job["net"], loss=job["loss"], seed=job["seed"],
+                            **overrides)
+    return distill(config, out, resume=(out / "checkpoint.json").exists(), progress_bar=False)
+
+
+def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",
+          address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None) -> pd.DataFrame:
+    """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table."""
+    out = Path(out)
+    jobs = plan(teachers, nets, losses, seeds, out)
+    overrides = overrides or {}
+    if engine == "local":
+        from tqdm.auto import tqdm
+
+        cards = [run_job(job, preset, overrides) for job in tqdm(jobs, desc="sweep", unit="run")]
+    elif engine == "ray":
+        cards = _run_ray(jobs, preset, overrides, address, num_cpus)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+    df = pd.DataFrame([{k: c.get(k) for k in CARD_FIELDS} | {"run": j["out"]} for c, j in zip(cards, jobs)])
+    atomic_write_bytes(out / "results.csv", df.to_csv(index=False).encode())
+    from .plots import compression_figure
+
+    fig = compression_figure(df)
+    atomic_write_bytes(out / "compression.html", fig.to_html(include_plotlyjs=True, full_html=True).encode())
+    return df
+
+
+def _run_ray(jobs, preset, overrides, address, num_cpus):
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--engine ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.30')") from None
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus or 2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_job)
+        return ray.get([remote.remote(job, preset, overrides) for job in jobs])
+    finally:
+        if started:
+            ray.shutdown()
