@@ -24,16 +24,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def with_preset(cls, preset: str, env_id: str, family: str, table: dict, **overrides):
-    """Build config ``cls`` from ``table[preset][family]`` over the class defaults, then ``overrides``."""
+def with_preset(cls, preset: str, table: dict, family: str | None = None, fixed: dict | None = None, **overrides):
+    """Build config ``cls``: class defaults, then ``table[preset]`` (its ``[family]`` entry where given), then
+    ``fixed`` (identity fields such as env_id), then the non-None ``overrides``; unknown fields fail."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     fields = {f.name for f in dataclasses.fields(cls)}
     bad = set(overrides) - fields
     if bad:
         raise ValueError(f"{cls.__name__} has no field(s) {sorted(bad)}; fields: {sorted(fields)}")
-    values = {**table[preset].get(family, {}), **{k: v for k, v in overrides.items() if v is not None}}
-    return cls(env_id=env_id, preset=preset, **values)
+    entry = table[preset] if family is None else table[preset].get(family, {})
+    values = {**entry, **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(preset=preset, **(fixed or {}), **values)
 
 
 class EpisodeTracker:

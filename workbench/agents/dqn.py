@@ -94,7 +94,7 @@ DQN_PRESETS = {
 
 
 def dqn_config(preset: str, env_id: str, **overrides) -> DQNConfig:
-    return with_preset(DQNConfig, preset, env_id, family_of(env_id), DQN_PRESETS, **overrides)
+    return with_preset(DQNConfig, preset, DQN_PRESETS, family_of(env_id), {"env_id": env_id}, **overrides)
 
 
 def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,

@@ -88,7 +88,7 @@ PPO_PRESETS = {
 def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
     from ..envs import family_of
 
-    return with_preset(PPOConfig, preset, env_id, family_of(env_id), PPO_PRESETS, **overrides)
+    return with_preset(PPOConfig, preset, PPO_PRESETS, family_of(env_id), {"env_id": env_id}, **overrides)
 
 
 def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,

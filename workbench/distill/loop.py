@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..agents.common import PRESETS, open_run, progress, rng_state, seed_everything, set_rng_state
+from ..agents.common import open_run, progress, rng_state, seed_everything, set_rng_state, with_preset
 from ..collect import Collector
 from ..envs import EnvSpec, make_env
 from ..evaluate import agreement, evaluate
@@ -86,14 +86,7 @@ DISTILL_PRESETS = {
 
 
 def distill_config(preset: str, teacher: str, **overrides) -> DistillConfig:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    fields = {f.name for f in dataclasses.fields(DistillConfig)}
-    bad = set(overrides) - fields
-    if bad:
-        raise ValueError(f"DistillConfig has no field(s) {sorted(bad)}")
-    return DistillConfig(teacher=str(teacher), preset=preset,
-                         **{**DISTILL_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    return with_preset(DistillConfig, preset, DISTILL_PRESETS, fixed={"teacher": str(teacher)}, **overrides)
 
 
 def beta_schedule(spec: str):
