@@ -1,4 +1,4 @@
-"""The `workbench` command: doctor, train, evaluate, teachers, bench, demo."""
+"""The `workbench` command: doctor, train, evaluate, distill, sweep, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -84,9 +84,8 @@ def cmd_sweep(args) -> int:
 
     overrides = {"total_steps": args.total_steps} if args.total_steps else {}
     df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
-               args.num_cpus, overrides)
-    cols = ["student_net", "loss", "compression", "pct_of_teacher", "agreement"]
-    print(df.groupby(["student_net", "loss"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
+               args.num_cpus, overrides, args.betas)
+    print(df.groupby(["student_net", "loss", "beta"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
           .round(3).to_string())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'compression.html'}")
     return 0
@@ -115,7 +114,20 @@ def cmd_demo(args) -> int:
     _threads(args.threads)
     from .teachers import demo
 
-    return demo()
+    return demo(args.out)
+
+
+def cmd_report(args) -> int:
+    from .report import parse_value, report
+
+    params = {}
+    for item in args.param or []:
+        key, value = item
+        params[key] = parse_value(value)
+    out = Path(args.out or f"reports/{Path(args.notebook).stem}.html")
+    path = report(args.notebook, out, params, progress=not args.quiet)
+    print(f"report: {path.resolve()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nets", nargs="+", default=["net1", "net2", "net3", "tiny"])
     s.add_argument("--losses", nargs="+", default=["nll", "mse", "kl"], choices=("nll", "mse", "kl"))
     s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    s.add_argument("--betas", nargs="+", default=["1"],
+                   help="collection schedules: 1 teacher-driven, 0 student-driven, linear:1:0 DAgger-style")
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--total-steps", type=int, default=None)
     s.add_argument("--engine", choices=("local", "ray"), default="local")
@@ -185,7 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="smaller measurements (for CI)")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("demo", help="the main job on the shipped default teacher")
+    s = sub.add_parser("report", help="run a notebook headless (papermill) and write a standalone HTML report")
+    s.add_argument("notebook", help="e.g. notebooks/00_tour.ipynb")
+    s.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="set a notebook parameter (repeatable); VALUE is parsed as a Python literal where it is one")
+    s.add_argument("--out", default=None, help="the HTML file (default reports/<notebook>.html)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("demo", help="the main job: the tour notebook on the shipped default, as an HTML report")
+    s.add_argument("--out", default="reports/tour.html")
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

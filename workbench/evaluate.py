@@ -81,3 +81,23 @@ def agreement(student, teacher, obs, tau: float = 1.0) -> dict:
     log_s = torch.log_softmax(s_BA, -1)
     kl_B = (log_t.exp() * (log_t - log_s)).sum(-1)
     return {"agreement": float((s_BA.argmax(-1) == t_BA.argmax(-1)).float().mean()), "kl": float(kl_B.mean())}
+
+
+@torch.no_grad()
+def confusion_on_heldout(student_run, n_states: int = 2_000, seed: int = 20_000, epsilon: float = 0.05):
+    """([A, A] counts of teacher action x student action, action names) on fresh teacher-driven states.
+
+    ``student_run`` is a distillation run folder; its config names the teacher.
+    """
+    from .distill.loop import load_teacher, teacher_states
+    from .runs import Run, load_policy
+    from .trace import confusion
+
+    run = Run(student_run)
+    if "teacher" not in run.config:
+        raise ValueError(f"{student_run} is not a distillation run (its config names no teacher)")
+    teacher, _, spec = load_teacher(run.config["teacher"])
+    student = load_policy(student_run)
+    obs_N, t_NA = teacher_states(teacher, spec, n_states, seed, epsilon)
+    s_NA = student.logits(obs_N)
+    return confusion(t_NA.argmax(-1).numpy(), s_NA.argmax(-1).numpy(), spec.n_actions), list(spec.action_meanings)

@@ -12,6 +12,12 @@ RUSU_POINTS = pd.DataFrame({"net": ["net1", "net2", "net3"], "compression": [0.2
 LOSS_COLORS = {"kl": "#1f77b4", "nll": "#ff7f0e", "mse": "#2ca02c"}
 
 
+def method_label(loss: str, beta="1") -> str:
+    """'kl' for Rusu's teacher-driven collection, 'kl, beta=0' (student-driven) or 'kl, beta=linear:1:0' otherwise."""
+    beta = "1" if beta is None or (isinstance(beta, float) and np.isnan(beta)) else str(beta)
+    return loss if beta in ("1", "1.0") else f"{loss}, beta={beta}"
+
+
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     """Points not beaten by any other on both size (smaller is better) and % of teacher (higher is better)."""
     pts = points.sort_values(["compression", "pct_of_teacher"], ascending=[True, False])
@@ -25,17 +31,19 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
 
 def compression_figure(results: pd.DataFrame, title: str = "Compression vs performance") -> go.Figure:
     """x: student params / teacher params (log); y: % of teacher, mean and std over seeds; one trace per loss."""
-    df = results.dropna(subset=["pct_of_teacher"])
-    agg = (df.groupby(["loss", "student_net", "compression"], dropna=False)["pct_of_teacher"]
+    df = results.dropna(subset=["pct_of_teacher"]).copy()
+    df["method"] = [method_label(loss, beta) for loss, beta in zip(df["loss"], df.get("beta", ["1"] * len(df)))]
+    agg = (df.groupby(["method", "loss", "student_net", "compression"], dropna=False)["pct_of_teacher"]
              .agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0}))
     fig = go.Figure()
-    for loss, g in agg.groupby("loss"):
+    for (method, loss), g in agg.groupby(["method", "loss"]):
         g = g.sort_values("compression")
         fig.add_trace(go.Scatter(
-            x=g["compression"], y=g["mean"], mode="lines+markers", name=f"{loss}",
-            error_y=dict(type="data", array=g["std"], visible=True), line=dict(color=LOSS_COLORS.get(loss)),
+            x=g["compression"], y=g["mean"], mode="lines+markers", name=method,
+            error_y=dict(type="data", array=g["std"], visible=True),
+            line=dict(color=LOSS_COLORS.get(loss), dash=None if method == loss else "dash"),
             text=g["student_net"], hovertemplate="%{text}: %{x:.2%} of teacher params, %{y:.1f}% of return<extra>"
-            + str(loss) + "</extra>"))
+            + str(method) + "</extra>"))
     if len(agg):
         front = pareto_front(agg.rename(columns={"mean": "pct_of_teacher"}))
         fig.add_trace(go.Scatter(x=front["compression"], y=front["pct_of_teacher"], mode="lines",
@@ -46,4 +54,182 @@ def compression_figure(results: pd.DataFrame, title: str = "Compression vs perfo
     fig.add_hline(y=100, line=dict(color="gray", dash="dash"), annotation_text="teacher")
     fig.update_layout(title=title, xaxis=dict(title="student params / teacher params", type="log", tickformat=".1%"),
                       yaxis=dict(title="% of teacher return"), template="plotly_white")
+    return fig
+
+
+# --- frame-by-frame views (data: a workbench.trace.Trace) -------------------------------------------------------
+TEACHER_COLOR, STUDENT_COLOR, DISAGREE_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
+
+
+def action_probs_figure(trace, t: int) -> go.Figure:
+    """Teacher and student action probabilities on frame t, side by side, with the action names."""
+    names = list(trace.action_names)
+    fig = go.Figure([
+        go.Bar(x=names, y=trace.teacher_probs[t], name="teacher", marker_color=TEACHER_COLOR),
+        go.Bar(x=names, y=trace.student_probs[t], name="student", marker_color=STUDENT_COLOR),
+    ])
+    agree = "agree" if trace.agree[t] else "DISAGREE"
+    fig.update_layout(barmode="group", title=f"frame {t}: teacher {names[trace.teacher_actions[t]]}, "
+                      f"student {names[trace.student_actions[t]]} ({agree})", yaxis=dict(range=[0, 1], title="p(a)"),
+                      template="plotly_white", height=300, margin=dict(t=40, b=30, l=50, r=10))
+    return fig
+
+
+def timeline_figure(trace, t: int | None = None) -> go.Figure:
+    """Along the episode: both greedy actions (disagreements marked) and the reward track; a line at frame t."""
+    from plotly.subplots import make_subplots
+
+    steps = np.arange(trace.length)
+    names = np.asarray(trace.action_names)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=steps, y=names[trace.teacher_actions], mode="markers", name="teacher action",
+                             marker=dict(color=TEACHER_COLOR, size=7, symbol="circle-open")), 1, 1)
+    fig.add_trace(go.Scatter(x=steps, y=names[trace.student_actions], mode="markers", name="student action",
+                             marker=dict(color=STUDENT_COLOR, size=4)), 1, 1)
+    d = trace.disagreements
+    fig.add_trace(go.Scatter(x=d, y=names[trace.student_actions[d]], mode="markers", name="disagreement",
+                             marker=dict(color=DISAGREE_COLOR, symbol="x", size=8)), 1, 1)
+    fig.add_trace(go.Bar(x=steps, y=trace.rewards, name="reward", marker_color="#2ca02c"), 2, 1)
+    fig.add_trace(go.Scatter(x=steps, y=np.cumsum(trace.rewards), name="return so far", line=dict(color="gray")), 2, 1)
+    if t is not None:
+        fig.add_vline(x=t, line=dict(color="black", width=1))
+    s = trace.summary()
+    fig.update_layout(title=f"{trace.env_id}, {trace.driver} driving: agreement {s['agreement']:.1%}, "
+                      f"{s['disagreements']} disagreements, return {s['return']:g}", template="plotly_white",
+                      height=360, margin=dict(t=40, b=30, l=90, r=10), legend=dict(orientation="h", y=-0.15))
+    fig.update_xaxes(title_text="frame", row=2, col=1)
+    return fig
+
+
+def image_trace(img: np.ndarray, **kwargs) -> go.Image:
+    """A plotly Image from an RGB array, sent as a PNG (a fraction of the size of a nested list of pixels)."""
+    import base64
+
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(img, np.uint8)[..., ::-1]))
+    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.tobytes()).decode(), **kwargs)
+
+
+def image_figure(images: list, titles: list[str], height: int = 300) -> go.Figure:
+    """Several RGB images in one row (a static fallback for Image widgets)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(images), subplot_titles=titles, horizontal_spacing=0.03)
+    for k, img in enumerate(images):
+        fig.add_trace(image_trace(img), 1, k + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10))
+    return fig
+
+
+def episode_figure(trace, t: int) -> go.Figure:
+    """One static picture of frame t: the screen, the agent's view, both policies' bars and the timeline."""
+    from plotly.subplots import make_subplots
+
+    from .trace import agent_view
+
+    names = list(trace.action_names)
+    fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 3}, None, None]],
+                        subplot_titles=["as a human sees it", "as the agent sees it", "action probabilities",
+                                        "along the episode"], row_heights=[0.6, 0.4], vertical_spacing=0.12)
+    fig.add_trace(image_trace(trace.screens[t]), 1, 1)
+    fig.add_trace(image_trace(agent_view(trace.obs[t], trace.family)), 1, 2)
+    fig.add_trace(go.Bar(x=names, y=trace.teacher_probs[t], name="teacher", marker_color=TEACHER_COLOR), 1, 3)
+    fig.add_trace(go.Bar(x=names, y=trace.student_probs[t], name="student", marker_color=STUDENT_COLOR), 1, 3)
+    steps = np.arange(trace.length)
+    fig.add_trace(go.Scatter(x=steps, y=trace.agree.astype(float), mode="lines", name="agree (1) / disagree (0)",
+                             line=dict(color="gray", shape="hv")), 2, 1)
+    d = trace.disagreements
+    fig.add_trace(go.Scatter(x=d, y=np.zeros(len(d)), mode="markers", name="disagreement",
+                             marker=dict(color=DISAGREE_COLOR, symbol="x")), 2, 1)
+    fig.add_trace(go.Bar(x=steps, y=trace.rewards, name="reward", marker_color="#2ca02c"), 2, 1)
+    fig.add_vline(x=t, line=dict(color="black"), row=2, col=1)
+    for c in (1, 2):
+        fig.update_xaxes(visible=False, row=1, col=c)
+        fig.update_yaxes(visible=False, row=1, col=c)
+    fig.update_yaxes(range=[0, 1], row=1, col=3)
+    s = trace.summary()
+    fig.update_layout(barmode="group", height=620, template="plotly_white",
+                      title=f"{trace.env_id} frame {t}/{trace.length - 1} ({trace.driver} driving): "
+                            f"teacher {names[trace.teacher_actions[t]]}, student {names[trace.student_actions[t]]}; "
+                            f"agreement {s['agreement']:.1%} over the episode")
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, action_names, title: str = "Teacher action x student action") -> go.Figure:
+    """Heatmap of counts (rows: teacher's action, columns: student's), with row-normalised shares on hover."""
+    m = np.asarray(matrix, dtype=np.float64)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    names = list(action_names)
+    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, colorscale="Blues", zmin=0, zmax=1,
+                               text=m.astype(int), texttemplate="%{text}", customdata=share,
+                               hovertemplate="teacher %{y}, student %{x}: %{text} states (%{z:.1%} of row)<extra></extra>"))
+    fig.update_layout(title=title, xaxis=dict(title="student's action"),
+                      yaxis=dict(title="teacher's action", autorange="reversed"), template="plotly_white", height=420)
+    return fig
+
+
+def overlay(frame_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """A [h, w] map in [0, 1] laid over an RGB frame (resized to the frame) in red."""
+    import cv2
+
+    h, w = frame_rgb.shape[:2]
+    hm = cv2.resize(np.asarray(heat, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    red = np.zeros_like(frame_rgb, dtype=np.float32)
+    red[..., 0] = 255
+    out = frame_rgb.astype(np.float32) * (1 - alpha * hm) + red * alpha * hm
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def saliency_figure(frame_rgb: np.ndarray, teacher_map: np.ndarray, student_map: np.ndarray,
+                    title: str = "Perturbation saliency (Greydanus et al. 2018)") -> go.Figure:
+    """Teacher's and student's saliency on the same frame, side by side, overlaid in red."""
+    fig = image_figure([overlay(frame_rgb, teacher_map), overlay(frame_rgb, student_map)],
+                       ["teacher: where a blur changes its policy", "student: the same for the student"], height=360)
+    fig.update_layout(title=title, margin=dict(t=70))
+    return fig
+
+
+def branch_figure(result: dict, action_names, every: int = 1, max_frames: int = 10) -> go.Figure:
+    """Two filmstrips from the same frame: the teacher's path and the student's, marking where they part."""
+    from plotly.subplots import make_subplots
+
+    names = list(action_names)
+    n = min(max_frames, max(len(result["teacher"]["actions"]), len(result["student"]["actions"])))
+    idx = list(range(0, n * every, every))
+    fig = make_subplots(rows=2, cols=len(idx), horizontal_spacing=0.005, vertical_spacing=0.08,
+                        subplot_titles=[f"+{k}" for k in idx] + [""] * len(idx))
+    for row, who in ((1, "teacher"), (2, "student")):
+        path = result[who]
+        for c, k in enumerate(idx):
+            if k < len(path["screens"]):
+                fig.add_trace(image_trace(path["screens"][k], hovertemplate=f"{who} +{k}: {names[path['actions'][k]]}"
+                                       "<extra></extra>"), row, c + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    part = result["part"]
+    where = "never part" if part is None else f"part after {part} step(s)"
+    tr, sr = result["teacher"]["rewards"].sum(), result["student"]["rewards"].sum()
+    fig.update_layout(title=f"From frame {result['t']}: top the teacher plays on, bottom the student; they {where} "
+                            f"(reward {tr:g} vs {sr:g})", height=320, margin=dict(t=70, b=10, l=10, r=10))
+    return fig
+
+
+DISTILL_KEYS = ("losses/distill", "heldout/agreement", "charts/student_return")
+TRAIN_KEYS = ("charts/episodic_return", "losses/value_loss", "losses/entropy")
+
+
+def live_figure(rows: list[dict], keys=DISTILL_KEYS) -> go.Figure:
+    """Training curves from metrics rows (one subplot per key present); the static twin of LivePlot."""
+    from plotly.subplots import make_subplots
+
+    keys = [k for k in keys if any(k in r for r in rows)] or list(keys)
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
+    for c, k in enumerate(keys):
+        pts = [(r["step"], r[k]) for r in rows if r.get(k) is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=k), 1, c + 1)
+        fig.update_xaxes(title_text="env steps", row=1, col=c + 1)
+    fig.update_layout(height=320, showlegend=False, template="plotly_white", margin=dict(t=40, b=40, l=50, r=10))
     return fig

@@ -20,12 +20,14 @@ CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_pa
                "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
 
 
-def plan(teachers, nets, losses, seeds, out: str | Path) -> list[dict]:
+def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",)) -> list[dict]:
+    """One job per teacher x net x loss x beta x seed; the folder name says everything but the default beta."""
     jobs = []
-    for teacher, net, loss, seed in itertools.product(teachers, nets, losses, seeds):
+    for teacher, net, loss, beta, seed in itertools.product(teachers, nets, losses, betas, seeds):
         name = Path(teacher).name
-        jobs.append({"teacher": str(teacher), "net": net, "loss": loss, "seed": int(seed),
-                     "out": str(Path(out) / name / f"{net}-{loss}-s{seed}")})
+        tag = f"{net}-{loss}" + ("" if str(beta) == "1" else f"-b{str(beta).replace(':', '_')}")
+        jobs.append({"teacher": str(teacher), "net": net, "loss": loss, "beta": str(beta), "seed": int(seed),
+                     "out": str(Path(out) / name / f"{tag}-s{seed}")})
     return jobs
 
 
@@ -38,15 +40,16 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
     if (out / "card.json").exists():
         return json.loads((out / "card.json").read_text())
     config = distill_config(preset, job["teacher"], student_net=job["net"], loss=job["loss"], seed=job["seed"],
-                            **overrides)
+                            beta=job.get("beta", "1"), **overrides)
     return distill(config, out, resume=(out / "checkpoint.json").exists(), progress_bar=False)
 
 
 def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",
-          address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None) -> pd.DataFrame:
+          address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None,
+          betas=("1",)) -> pd.DataFrame:
     """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table."""
     out = Path(out)
-    jobs = plan(teachers, nets, losses, seeds, out)
+    jobs = plan(teachers, nets, losses, seeds, out, betas)
     overrides = overrides or {}
     if engine == "local":
         from tqdm.auto import tqdm
@@ -82,3 +85,15 @@ def _run_ray(jobs, preset, overrides, address, num_cpus):
     finally:
         if started:
             ray.shutdown()
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """% of teacher as 'mean (std)' per student size (rows, by compression) and loss/schedule (columns)."""
+    from .plots import method_label
+
+    df = results.copy()
+    df["method"] = [method_label(lo, be) for lo, be in zip(df["loss"], df.get("beta", ["1"] * len(df)))]
+    g = df.groupby(["student_net", "compression", "method"])["pct_of_teacher"].agg(["mean", "std"]).reset_index()
+    g["cell"] = [f"{m:.1f} ({0.0 if pd.isna(s) else s:.1f})" for m, s in zip(g["mean"], g["std"])]
+    table = g.pivot(index=["student_net", "compression"], columns="method", values="cell")
+    return table.sort_index(level="compression", ascending=False)

@@ -21,6 +21,11 @@ def teacher_path(name: str) -> Path:
     return q
 
 
+def teacher_card(name: str) -> dict:
+    """The card.json of a shipped teacher (by name) or of any run folder."""
+    return json.loads((teacher_path(name) / "card.json").read_text())
+
+
 def list_teachers():
     import pandas as pd
 
@@ -34,25 +39,26 @@ def list_teachers():
     return pd.DataFrame(rows)
 
 
-def demo(out: str = "runs/demo") -> int:
-    """The main job on the shipped default: distil a 4% student from the MinAtar Breakout teacher, compare."""
-    import shutil
+def demo(out: str = "reports/tour.html") -> int:
+    """The main job: run the tour notebook on the shipped default teacher as a report; print teacher vs student."""
+    from .report import report
 
-    from .distill.loop import distill, distill_config
-
-    path = teacher_path(DEFAULT_TEACHER)
-    card = json.loads((path / "card.json").read_text())
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "00_tour.ipynb"
+    runs = Path("runs/demo").resolve()
+    card = teacher_card(DEFAULT_TEACHER)
     print(f"Teacher {DEFAULT_TEACHER}: {card['env_id']}, {card['algo']}, {card['params']:,} params, "
           f"return {card['return_mean']:.2f} ± {card['return_std']:.2f} over {card['return_n']} episodes "
           f"(trained {card['env_steps']:,} env steps in {card['wall_seconds'] / 60:.1f} min)")
-    shutil.rmtree(out, ignore_errors=True)
-    config = distill_config("demo", str(path), student_net="net3", loss="kl", eval_every=0)
-    s = distill(config, out)
-    print(f"\n{'':14}{'teacher':>12}{'student':>12}")
-    print(f"{'params':14}{s['teacher_params']:>12,}{s['student_params']:>12,}")
-    print(f"{'return':14}{s['teacher_return_mean']:>12.2f}{s['return_mean']:>12.2f}   (same {s['return_n']} seeds)")
-    print(f"compression {s['compression']:.1%} of the teacher's parameters; student reaches "
-          f"{s['pct_of_teacher']:.1f}% of the teacher's return; action agreement {s['agreement']:.1%} on held-out "
-          f"teacher states; {s['teacher_queries']:,} teacher queries, {s['wall_seconds']:.0f} s")
-    print(f"run folder: {out}")
+    print("running notebooks/00_tour.ipynb (distils two students live, then plays and plots them)...")
+    before = set(runs.glob("*")) if runs.exists() else set()
+    path = report(notebook, Path(out), {"out_dir": str(runs), "teacher": DEFAULT_TEACHER})
+    new = sorted(set(runs.glob("*")) - before)
+    for run in new[-1:]:
+        print(f"\n{'student':10}{'params':>10}{'share':>8}{'return':>9}{'teacher':>9}{'% teacher':>11}{'agree':>8}")
+        for c_path in sorted(run.glob("*/card.json")):
+            s = json.loads(c_path.read_text())
+            print(f"{c_path.parent.name:10}{s['student_params']:>10,}{s['compression']:>8.1%}{s['return_mean']:>9.2f}"
+                  f"{s['teacher_return_mean']:>9.2f}{s['pct_of_teacher']:>10.1f}%{s['agreement']:>8.1%}")
+        print(f"(teacher: {card['params']:,} params; both evaluated on the same seeds; run folders in {run})")
+    print(f"\nreport: {path.resolve()}")
     return 0

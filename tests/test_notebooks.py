@@ -1,0 +1,99 @@
+"""Every notebook runs headless through papermill with CI-sized parameters; reports export standalone HTML."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from workbench.cli import main
+from workbench.report import ParameterError, check_parameters, execute, parse_value, to_html
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# name -> (CI parameters, minimum number of plotly figures in the output)
+CASES = {
+    "00_tour": ({"total_steps": 6_000, "eval_episodes": 3}, 2),
+    "01_train_teacher": ({"total_steps": 4_096}, 2),
+    "02_distill": ({"total_steps": 6_000}, 2),
+    "03_frame_by_frame": ({"max_steps": 80, "branch_steps": 10}, 4),
+    "04_compression_vs_performance": ({"total_steps": 2_048, "nets": ["tiny"], "losses": ["kl"]}, 1),
+}
+
+
+def test_every_notebook_has_a_case_and_is_committed_clean():
+    found = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert set(CASES) <= set(found), f"notebooks without a CI case: {set(found) - set(CASES)}"
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        nb = nbformat.read(str(path), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{path.name}: no parameters cell"
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        params = check_parameters(path, {})
+        assert params == {}
+        assert "interactive" in __import__("workbench.report").report.notebook_parameters(path)
+
+
+def _plotly_outputs(nb) -> int:
+    return sum("application/vnd.plotly.v1+json" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs)
+
+
+@pytest.mark.xdist_group("notebooks-a")
+@pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher"])
+def test_notebook_runs_headless_a(name, tmp_path):
+    _run_case(name, tmp_path)
+
+
+@pytest.mark.xdist_group("notebooks-b")
+@pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance"])
+def test_notebook_runs_headless_b(name, tmp_path):
+    _run_case(name, tmp_path)
+
+
+def _run_case(name, tmp_path):
+    params, min_figures = CASES[name]
+    work = tmp_path / "nb"  # the notebook's ../runs/... outputs land in tmp_path/runs
+    work.mkdir()
+    shutil.copy(NOTEBOOKS / f"{name}.ipynb", work)
+    out = execute(work / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb", params, progress=False)
+    nb = nbformat.read(str(out), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert _plotly_outputs(nb) >= min_figures
+    # With interactive off every figure also carries HTML, so an exported report draws it offline.
+    for c in nb.cells:
+        for o in getattr(c, "outputs", []):
+            if "application/vnd.plotly.v1+json" in o.get("data", {}):
+                assert "text/html" in o["data"]
+    if name in ("00_tour", "02_distill", "03_frame_by_frame"):
+        state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        kinds = {m["model_name"] for m in state.values()}
+        assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
+    if name == "03_frame_by_frame":
+        assert (tmp_path / "runs" / "frame_by_frame").exists()
+        gif = next((tmp_path / "runs" / "frame_by_frame").glob("*/episode.gif"), None) or \
+            (tmp_path / "runs" / "frame_by_frame" / "episode.gif")
+        assert gif.exists() and gif.stat().st_size > 1_000
+    html = to_html(out).decode()
+    assert "plotly" in html.lower() and "Plotly.newPlot" in html
+
+
+def test_parameter_values_parse_and_type_check():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("False") is False
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("net3") == "net3"
+    nb = NOTEBOOKS / "02_distill.ipynb"
+    assert check_parameters(nb, {"tau": 1}) == {"tau": 1.0}
+    with pytest.raises(ParameterError, match="'total_steps' .* must be int"):
+        check_parameters(nb, {"total_steps": "many"})
+    with pytest.raises(ParameterError, match="has no parameter 'lr'.*total_steps"):
+        check_parameters(nb, {"lr": 0.1})
+
+
+def test_report_cli_refuses_a_wrong_type_before_running(tmp_path, capsys):
+    rc = main(["report", str(NOTEBOOKS / "03_frame_by_frame.ipynb"), "-p", "max_steps", "lots",
+               "--out", str(tmp_path / "r.html")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "max_steps" in err and "must be int" in err
+    assert not (tmp_path / "r.html").exists()

@@ -1,0 +1,73 @@
+"""What a notebook calls first: ``setup(interactive)``, then ``show(view_or_figure)`` for every picture.
+
+With ``interactive`` on (JupyterLab), a view shows its live widget. With it off (papermill, CI, reports), the
+widget is still displayed (its state is saved in the notebook) and a static plotly figure is shown beside it,
+so an HTML export, where widgets cannot run offline, still shows everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_STATE = {"interactive": True}
+
+
+def setup(interactive: bool = True, threads: int = 1) -> None:
+    """Plotly outputs carry both the plotly mimetype (JupyterLab) and self-contained HTML (exported reports).
+
+    Torch gets ``threads`` threads: the workbench's small nets gain nothing from more, and a notebook often
+    shares the machine with a sweep or a teacher training in the background.
+    """
+    import plotly.io as pio
+    import torch
+
+    torch.set_num_threads(threads)
+    if not isinstance(interactive, bool):
+        raise TypeError(f"interactive must be True or False, got {interactive!r} ({type(interactive).__name__})")
+    _STATE["interactive"] = interactive
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+def interactive() -> bool:
+    return _STATE["interactive"]
+
+
+def show(view) -> None:
+    """Display a widget view (anything with ``.widget``/``.static()``), a FigureWidget or a plain figure."""
+    from IPython.display import display
+
+    if hasattr(view, "widget"):
+        display(view.widget)
+        if not _STATE["interactive"]:
+            view.static().show()
+    elif hasattr(view, "show"):
+        view.show()
+    else:
+        display(view)
+
+
+def check_params(**params) -> None:
+    """Fail early, naming the parameter, when a notebook parameter has the wrong type (papermill -p KEY VALUE)."""
+    for name, (value, kinds) in params.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if bool in kinds and not isinstance(value, bool):
+            ok = False
+        else:
+            ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            want = " or ".join(k.__name__ for k in kinds)
+            raise TypeError(f"notebook parameter {name!r} must be {want}, got {value!r} ({type(value).__name__}); "
+                            f"pass e.g. -p {name} <{want}>")
+
+
+def new_run_dir(base: str | Path) -> Path:
+    """A fresh folder under ``base`` named by the time (earlier runs are kept, never overwritten)."""
+    import time
+
+    base = Path(base)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, k = base / stamp, 1
+    while path.exists():
+        path, k = base / f"{stamp}-{k}", k + 1
+    path.mkdir(parents=True)
+    return path
