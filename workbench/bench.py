@@ -65,6 +65,71 @@ def training_steps_per_second(algo: str, env_id: str, steps: int) -> float:
         return card["env_steps"] / min(card["wall_seconds"], time.perf_counter() - t0)
 
 
+def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300, batch_size: int = 256,
+                          seed: int = 0) -> dict:
+    """Updates/s of the distillation loop's update step (sampling from the replay memory included) over a bare
+    torch loop that trains the same student on the same batches, pre-made as tensors, in the same process."""
+    import torch
+
+    from .distill.loop import load_teacher, student_update
+    from .distill.losses import get_loss
+    from .nets import build, preset_spec
+
+    teacher, _, spec = load_teacher(teacher)
+    envs, _ = make_env(spec.env_id, 8, seed, **spec.settings)
+    obs, _ = envs.reset(seed=seed)
+    memory = ReplayMemory(20_000, spec.obs_shape, spec.obs_dtype, 8, 1,
+                          extras={"teacher": ((spec.n_actions,), np.float32)})
+    collector = Collector(envs, spec, memory, obs)
+    labels: dict = {}
+
+    def act(o):
+        with torch.no_grad():
+            labels["teacher"] = teacher.logits(o).numpy()
+        return labels["teacher"].argmax(-1)
+
+    for _ in range(1_000):
+        collector.step(act, lambda o: labels)
+    envs.close()
+    loss_fn = get_loss("kl", 0.01)
+
+    def fresh():
+        student = build(preset_spec("net3", teacher.spec), "pi", seed=seed)
+        return student, torch.optim.Adam(student.parameters(), lr=1e-3)
+
+    # Same batches for both: drawn with the same generator. The bare loop gets them pre-made as tensors.
+    rng0 = np.random.default_rng(seed)
+    batches = [memory.sample_states(batch_size, rng0) for _ in range(updates)]
+
+    def loop_round():
+        student, opt = fresh()
+        rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        for _ in range(updates):
+            student_update(student, opt, loss_fn, memory, batch_size, rng)  # samples from the memory itself
+        return updates / (time.perf_counter() - t0)
+
+    def bare_round():
+        student, opt = fresh()
+        t0 = time.perf_counter()
+        for obs_B, extras in batches:
+            loss = loss_fn(student.logits(obs_B), extras["teacher"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return updates / (time.perf_counter() - t0)
+
+    # Alternate the two, five rounds each, and keep each one's best (least disturbed) round.
+    rates = {"loop": [], "bare": []}
+    for _ in range(5):
+        rates["loop"].append(loop_round())
+        rates["bare"].append(bare_round())
+    loop_rate, bare_rate = max(rates["loop"]), max(rates["bare"])
+    return {"loop_updates_per_s": round(loop_rate, 1), "bare_torch_updates_per_s": round(bare_rate, 1),
+            "ratio": round(loop_rate / bare_rate, 3), "target": ">= 0.9", "batch_size": batch_size,
+            "student": "net3 of " + teacher.spec.family}
+
+
 def run_bench(quick: bool = False) -> dict:
     scale = 1 if quick else 5
     out: dict = {"collector": {}}
@@ -80,4 +145,5 @@ def run_bench(quick: bool = False) -> dict:
         "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale)),
         "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale)),
     }}
+    out["distill_updates"] = distill_updates_ratio(updates=100 * scale)
     return out

@@ -146,6 +146,17 @@ def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> 
     return obs_N, teacher.logits(obs_N)
 
 
+def student_update(student, optimizer, loss_fn, memory: ReplayMemory, batch_size: int,
+                   rng: np.random.Generator) -> float:
+    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
+    obs_B, extras = memory.sample_states(batch_size, rng)
+    loss = loss_fn(student.logits(obs_B), extras["teacher"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
             callback=None) -> dict:
     """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
@@ -207,12 +218,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
             owed += config.updates_per_step
             while owed >= 1:
                 owed -= 1
-                obs_B, extras = memory.sample_states(config.batch_size, rng)
-                loss = loss_fn(student.logits(obs_B), extras["teacher"])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
+                losses.append(student_update(student, optimizer, loss_fn, memory, config.batch_size, rng))
                 updates += 1
 
         wall = wall_before + time.time() - t0
