@@ -83,7 +83,9 @@ def _ray_or_skip():
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 - any start failure means no local instance on this machine
-        pytest.skip(f"a local Ray instance could not start on this machine: {str(exc)[:200]}")
+        known = (" (ray-project/ray#65983: the raylet allows its metrics agent a fixed 15 s to start, which a "
+                 "busy 2-core machine can exceed)") if "timed out during startup" in str(exc) else ""
+        pytest.skip(f"a local Ray instance could not start on this machine: {str(exc)[:200]}{known}")
     return ray
 
 

@@ -42,3 +42,12 @@ def test_teachers_command_lists_them(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {"cartpole", "minatar-breakout"} <= {r["name"] for r in rows}
     assert len(list_teachers()) == len(list(TEACHERS_DIR.glob("*/card.json")))
+
+
+def test_shipped_student_is_found_by_name_and_matches_its_card():
+    from workbench.teachers import load, teacher_card
+
+    student = load("minatar-breakout-net3")
+    card = teacher_card("minatar-breakout-net3")
+    assert student.n_params == card["student_params"] == 19_237
+    assert card["compression"] < 0.04 and card["pct_of_teacher"] >= 95

@@ -6,19 +6,22 @@ import json
 from pathlib import Path
 
 TEACHERS_DIR = Path(__file__).resolve().parent.parent / "data" / "teachers"
+STUDENTS_DIR = Path(__file__).resolve().parent.parent / "data" / "students"
 DEFAULT_TEACHER = "minatar-breakout"
 
 
 def teacher_path(name: str) -> Path:
-    """Path of a shipped teacher by name (or a run folder path, returned as is)."""
+    """Path of a shipped run by name: a teacher (data/teachers) or a student (data/students); a run folder
+    path is returned as is."""
     p = Path(name)
     if p.is_dir():
         return p
-    q = TEACHERS_DIR / name
-    if not q.is_dir():
-        known = sorted(d.name for d in TEACHERS_DIR.iterdir() if d.is_dir()) if TEACHERS_DIR.exists() else []
-        raise FileNotFoundError(f"no teacher {name!r}: not a run folder and not shipped; shipped: {known}")
-    return q
+    for root in (TEACHERS_DIR, STUDENTS_DIR):
+        if (root / name).is_dir():
+            return root / name
+    known = sorted(d.name for root in (TEACHERS_DIR, STUDENTS_DIR) if root.exists() for d in root.iterdir()
+                   if d.is_dir())
+    raise FileNotFoundError(f"no run {name!r}: not a run folder and not shipped; shipped: {known}")
 
 
 def teacher_card(name: str) -> dict:
@@ -62,3 +65,10 @@ def demo(out: str = "reports/tour.html") -> int:
         print(f"(teacher: {card['params']:,} params; both evaluated on the same seeds; run folders in {run})")
     print(f"\nreport: {path.resolve()}")
     return 0
+
+
+def load(name: str):
+    """The policy of a shipped teacher or student (by name) or of any run folder."""
+    from .runs import load_policy
+
+    return load_policy(teacher_path(name))
