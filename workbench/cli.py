@@ -12,9 +12,11 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _threads(n: int | None) -> None:
+    """One torch thread unless asked: the workbench's nets are small, and on a shared CPU (a sweep or a notebook
+    running beside) a second OpenMP thread spins against the other process and can slow a run many times over."""
     import torch
 
-    torch.set_num_threads(n or min(2, torch.get_num_threads()))
+    torch.set_num_threads(n or 1)
 
 
 def cmd_doctor(args) -> int:
@@ -132,7 +134,7 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Policy distillation workbench")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2 at most)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1; small nets gain little from more)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("doctor", help="check the installation and say how to fix what is missing")
