@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from workbench.cli import main
-from workbench.report import ParameterError, check_parameters, execute, parse_value, to_html
+from workbench.report import ParameterError, check_parameters, execute, notebook_parameters, parse_value, to_html
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # name -> (CI parameters, minimum number of plotly figures in the output)
@@ -29,9 +29,7 @@ def test_every_notebook_has_a_case_and_is_committed_clean():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{path.name}: no parameters cell"
         assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
-        params = check_parameters(path, {})
-        assert params == {}
-        assert "interactive" in __import__("workbench.report").report.notebook_parameters(path)
+        assert notebook_parameters(path)["interactive"]["type"] == "bool"
 
 
 def _plotly_outputs(nb) -> int:
@@ -71,10 +69,8 @@ def _run_case(name, tmp_path):
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
     if name == "03_frame_by_frame":
-        assert (tmp_path / "runs" / "frame_by_frame").exists()
-        gif = next((tmp_path / "runs" / "frame_by_frame").glob("*/episode.gif"), None) or \
-            (tmp_path / "runs" / "frame_by_frame" / "episode.gif")
-        assert gif.exists() and gif.stat().st_size > 1_000
+        gif = tmp_path / "runs" / "frame_by_frame" / "episode.gif"  # the notebook's default video path
+        assert gif.stat().st_size > 1_000
     html = to_html(out).decode()
     assert "plotly" in html.lower() and "Plotly.newPlot" in html
 

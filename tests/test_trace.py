@@ -79,7 +79,7 @@ def test_saliency_finds_what_the_policy_looks_at(breakout, trace):
     teacher, _, _ = breakout
     s = saliency(teacher, trace.obs[10])
     assert s.shape == (10, 10) and s.max() == pytest.approx(1.0) and s.min() >= 0
-    # Blurring a region that holds no object and no objects nearby changes nothing.
+    # Blurring where the only object is matters more than blurring an empty corner far from it.
     obs = np.zeros((4, 10, 10), np.uint8)
     obs[0, 9, 4] = 1  # only a paddle, bottom row
     s0 = saliency(teacher, obs)
@@ -91,12 +91,28 @@ def test_confusion_counts_pairs():
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
 
 
-def test_frame_figures_draw(trace):
-    assert len(plots.episode_figure(trace, 3).data) >= 5
-    timeline = plots.timeline_figure(trace, 3)
-    assert timeline.layout.shapes and all(s.x0 == s.x1 == 3 for s in timeline.layout.shapes)
-    bars = plots.action_probs_figure(trace, 3)
-    assert list(bars.data[0].x) == trace.action_names
+def test_episode_figure_shows_frame_t(trace):
+    fig = plots.episode_figure(trace, 3)
+    bars = [d for d in fig.data if d.type == "bar" and d.name in ("teacher", "student")]
+    assert [list(b.x) for b in bars] == [trace.action_names] * 2
+    np.testing.assert_allclose(bars[0].y, trace.teacher_probs[3])
+    np.testing.assert_allclose(bars[1].y, trace.student_probs[3])
+    assert sum(d.type == "image" for d in fig.data) == 2
+    assert any(s.x0 == s.x1 == 3 for s in fig.layout.shapes)  # the frame marker on the timeline
+
+
+def test_player_images_follow_the_slider(breakout, trace):
+    from workbench.widgets import EpisodePlayer
+
+    teacher, student, _ = breakout
+    player = EpisodePlayer(trace, teacher, student)
+    first = (player.screen.value, player.bars.value, player.timeline.value)
+    d = trace.disagreements
+    assert player.jump_to_disagreement() == int(d[0] if d[0] > 0 else d[1])
+    assert player.t == player.slider.value != 0
+    now = (player.screen.value, player.bars.value, player.timeline.value)
+    assert now[1] != first[1] and now[2] != first[2]  # the bars show the new frame, the cursor moved
+    assert "disagree" in player.info.value
 
 
 def test_video_export_writes_every_frame(trace, tmp_path):

@@ -91,8 +91,10 @@ def confusion_on_heldout(student_run, n_states: int = 2_000, seed: int = 20_000,
     """
     from .distill.loop import load_teacher, teacher_states
     from .runs import Run, load_policy
+    from .teachers import teacher_path
     from .trace import confusion
 
+    student_run = teacher_path(student_run)
     run = Run(student_run)
     if "teacher" not in run.config:
         raise ValueError(f"{student_run} is not a distillation run (its config names no teacher)")

@@ -50,10 +50,9 @@ def check_params(**params) -> None:
     """Fail early, naming the parameter, when a notebook parameter has the wrong type (papermill -p KEY VALUE)."""
     for name, (value, kinds) in params.items():
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if bool in kinds and not isinstance(value, bool):
-            ok = False
-        else:
-            ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds:
+            kinds = kinds + (int,)
+        ok = isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
         if not ok:
             want = " or ".join(k.__name__ for k in kinds)
             raise TypeError(f"notebook parameter {name!r} must be {want}, got {value!r} ({type(value).__name__}); "

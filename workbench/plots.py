@@ -61,54 +61,21 @@ def compression_figure(results: pd.DataFrame, title: str = "Compression vs perfo
 TEACHER_COLOR, STUDENT_COLOR, DISAGREE_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
 
 
-def action_probs_figure(trace, t: int) -> go.Figure:
-    """Teacher and student action probabilities on frame t, side by side, with the action names."""
-    names = list(trace.action_names)
-    fig = go.Figure([
-        go.Bar(x=names, y=trace.teacher_probs[t], name="teacher", marker_color=TEACHER_COLOR),
-        go.Bar(x=names, y=trace.student_probs[t], name="student", marker_color=STUDENT_COLOR),
-    ])
-    agree = "agree" if trace.agree[t] else "DISAGREE"
-    fig.update_layout(barmode="group", title=f"frame {t}: teacher {names[trace.teacher_actions[t]]}, "
-                      f"student {names[trace.student_actions[t]]} ({agree})", yaxis=dict(range=[0, 1], title="p(a)"),
-                      template="plotly_white", height=300, margin=dict(t=40, b=30, l=50, r=10))
-    return fig
+def png(img: np.ndarray) -> bytes:
+    """RGB uint8 [H, W, 3] -> PNG bytes."""
+    import cv2
 
-
-def timeline_figure(trace, t: int | None = None) -> go.Figure:
-    """Along the episode: both greedy actions (disagreements marked) and the reward track; a line at frame t."""
-    from plotly.subplots import make_subplots
-
-    steps = np.arange(trace.length)
-    names = np.asarray(trace.action_names)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
-    fig.add_trace(go.Scatter(x=steps, y=names[trace.teacher_actions], mode="markers", name="teacher action",
-                             marker=dict(color=TEACHER_COLOR, size=7, symbol="circle-open")), 1, 1)
-    fig.add_trace(go.Scatter(x=steps, y=names[trace.student_actions], mode="markers", name="student action",
-                             marker=dict(color=STUDENT_COLOR, size=4)), 1, 1)
-    d = trace.disagreements
-    fig.add_trace(go.Scatter(x=d, y=names[trace.student_actions[d]], mode="markers", name="disagreement",
-                             marker=dict(color=DISAGREE_COLOR, symbol="x", size=8)), 1, 1)
-    fig.add_trace(go.Bar(x=steps, y=trace.rewards, name="reward", marker_color="#2ca02c"), 2, 1)
-    fig.add_trace(go.Scatter(x=steps, y=np.cumsum(trace.rewards), name="return so far", line=dict(color="gray")), 2, 1)
-    if t is not None:
-        fig.add_vline(x=t, line=dict(color="black", width=1))
-    s = trace.summary()
-    fig.update_layout(title=f"{trace.env_id}, {trace.driver} driving: agreement {s['agreement']:.1%}, "
-                      f"{s['disagreements']} disagreements, return {s['return']:g}", template="plotly_white",
-                      height=360, margin=dict(t=40, b=30, l=90, r=10), legend=dict(orientation="h", y=-0.15))
-    fig.update_xaxes(title_text="frame", row=2, col=1)
-    return fig
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(img, np.uint8)[..., ::-1]))
+    if not ok:
+        raise ValueError("could not encode the image as PNG")
+    return buf.tobytes()
 
 
 def image_trace(img: np.ndarray, **kwargs) -> go.Image:
     """A plotly Image from an RGB array, sent as a PNG (a fraction of the size of a nested list of pixels)."""
     import base64
 
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(img, np.uint8)[..., ::-1]))
-    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.tobytes()).decode(), **kwargs)
+    return go.Image(source="data:image/png;base64," + base64.b64encode(png(img)).decode(), **kwargs)
 
 
 def image_figure(images: list, titles: list[str], height: int = 300) -> go.Figure:

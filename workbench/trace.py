@@ -130,6 +130,11 @@ class SingleEnv:
         return agent_view(obs, self.family, scale=16 if self.family == "minatar" else 1)
 
 
+def upscale(img: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an [H, W, 3] image (pixels stay crisp)."""
+    return np.kron(img, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else img
+
+
 def agent_view(obs: np.ndarray, family: str, scale: int = 4) -> np.ndarray:
     """An RGB picture of one observation as the network receives it."""
     obs = np.asarray(obs)
@@ -142,7 +147,7 @@ def agent_view(obs: np.ndarray, family: str, scale: int = 4) -> np.ndarray:
             img[obs[ch] > 0] = _PALETTE[ch % len(_PALETTE)]
     else:
         return vector_image(obs)
-    return np.kron(img, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else img
+    return upscale(img, scale)
 
 
 def vector_image(x: np.ndarray, width: int = 240, bar: int = 18) -> np.ndarray:
@@ -258,12 +263,10 @@ class Trace:
 
 
 def _as_policy(p):
-    from .runs import load_policy
-    from .teachers import teacher_path
+    """A Policy as is; a run folder or shipped name loaded."""
+    from .teachers import load
 
-    if isinstance(p, (str, Path)):
-        return load_policy(teacher_path(p))
-    return p
+    return load(p) if isinstance(p, (str, Path)) else p
 
 
 @torch.no_grad()
@@ -280,7 +283,8 @@ def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed:
         if p.n_actions != spec.n_actions:
             raise ValueError(f"the {name} has {p.n_actions} actions but {spec.env_id} has {spec.n_actions}; "
                              f"use a {name} trained on {spec.env_id}")
-    teacher.eval(), student.eval()
+    teacher.eval()
+    student.eval()
     env = SingleEnv(spec, seed)
     rng = np.random.default_rng(seed)
     obs = env.reset()

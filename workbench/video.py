@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .trace import Trace
+from .trace import Trace, upscale
 
 TEACHER_RGB, STUDENT_RGB, DISAGREE_RGB = (31, 119, 180), (255, 127, 14), (214, 39, 40)
 
@@ -60,7 +60,7 @@ def frames(trace: Trace, scale: int | None = None) -> list[np.ndarray]:
     scale = scale or max(1, 320 // h)
     out = []
     for t in range(trace.length):
-        screen = np.kron(trace.screens[t], np.ones((scale, scale, 1), np.uint8)) if scale > 1 else trace.screens[t]
+        screen = upscale(trace.screens[t], scale)
         panel = bars_image(trace, t, max(screen.shape[0], 40 + 16 * len(trace.action_names)))
         canvas = np.full((max(screen.shape[0], panel.shape[0]), screen.shape[1] + panel.shape[1], 3), 255, np.uint8)
         canvas[:screen.shape[0], :screen.shape[1]] = screen

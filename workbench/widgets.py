@@ -9,20 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import plots
-from .trace import Trace, agent_view, branch, saliency
+from .trace import Trace, agent_view, branch, saliency, upscale
 from .video import bars_image, timeline_image
 
 
 def png(img: np.ndarray, scale: int = 1) -> bytes:
-    """RGB uint8 -> PNG bytes, nearest-neighbour upscaled (pixels stay crisp)."""
-    import cv2
-
-    if scale > 1:
-        img = np.kron(img, np.ones((scale, scale, 1), np.uint8))
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
-    if not ok:
-        raise ValueError("could not encode the frame as PNG")
-    return buf.tobytes()
+    """RGB uint8 -> PNG bytes, upscaled by ``scale``."""
+    return plots.png(upscale(img, scale))
 
 
 def _scales(trace: Trace) -> tuple[int, int]:
@@ -173,7 +166,8 @@ class DistillForm:
 
         from .teachers import list_teachers
 
-        names = list(list_teachers()["name"]) if len(list_teachers()) else []
+        shipped = list_teachers()
+        names = list(shipped["name"]) if len(shipped) else []
         self.preset, self.out_dir, self.interactive = preset, out_dir, interactive
         style = {"description_width": "110px"}
         self.teacher = W.Combobox(value=teacher, options=names, description="teacher", style=style)
