@@ -64,3 +64,16 @@ def test_extras_are_stored_beside_the_state():
 def test_empty_memory_says_so():
     with pytest.raises(ValueError, match="empty"):
         ReplayMemory(100, (4,), np.float32).sample(4, np.random.default_rng(0))
+
+
+def test_sampling_is_uniform_over_valid_transitions_and_skips_stale_stacks():
+    memory, _, _ = _play("ALE/Pong-v5", 2, 600, capacity=1_000)  # full and wrapped: 500 entries per stream
+    e, j = memory.sample_indices(200_000, np.random.default_rng(0))
+    assert memory._valid(e, j).all() and memory.has_tr[e, j].all()
+    age = (j - memory.head[e]) % memory.per_env
+    assert (age >= memory.stack - 1).all()  # never a stack reaching into overwritten frames
+    counts = np.zeros((2, memory.per_env))
+    np.add.at(counts, (e, j), 1)
+    drawn = counts[counts > 0]
+    assert len(drawn) == len(memory) - 2 * (memory.stack - 1)  # every other stored transition is reachable
+    assert drawn.std() / drawn.mean() < 0.2  # ~ 1/sqrt(200) for uniform draws

@@ -93,7 +93,9 @@ class ReplayMemory:
         return sum(a.nbytes for a in arrays + list(self.extras.values()))
 
     def _valid(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
-        ok = self.has_tr[e, j]
+        ok = self.has_tr.reshape(-1).take(e * self.per_env + j)
+        if self.stack == 1:
+            return ok
         full = self.written[e] > self.per_env
         # The oldest stack-1 entries of a full stream may be stacked over data already overwritten.
         age = (j - self.head[e]) % self.per_env
@@ -101,24 +103,28 @@ class ReplayMemory:
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Uniform over stored transitions: (stream index, entry index), each [B]."""
-        if len(self) == 0:
+        if self.written.max() < 2:  # not len(self): that sums a flag per entry, 1M of them at full scale
             raise ValueError("the memory is empty: collect before sampling")
         e_out, j_out, need = [], [], batch_size
         filled = np.minimum(self.written, self.per_env)
         while need > 0:
-            n = max(2 * need, 16)
-            e = rng.integers(0, self.n_envs, n)
-            j = (rng.random(n) * filled[e]).astype(np.int64)
+            # One uniform draw for both indices, and an over-draw so that one pass nearly always suffices:
+            # at most one entry in (episode length + 1) per stream has no transition.
+            u = rng.random((2, need + need // 4 + 16))
+            e = (u[0] * self.n_envs).astype(np.int64)
+            j = (u[1] * filled[e]).astype(np.int64)
             keep = self._valid(e, j)
             e_out.append(e[keep][:need])
             j_out.append(j[keep][:need])
             need -= len(e_out[-1])
+        if len(e_out) == 1:
+            return e_out[0], j_out[0]
         return np.concatenate(e_out), np.concatenate(j_out)
 
     def stacked(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Observations [B, *obs_shape] ending at entries j of streams e."""
         if self.stack == 1:
-            return self.frames[e, j]
+            return self._flat(self.frames).take(e * self.per_env + j, axis=0)
         out = np.zeros((len(e), self.stack) + self.frame_shape, dtype=self.frames.dtype)
         alive = np.ones(len(e), dtype=bool)
         for k in range(self.stack):
@@ -141,8 +147,13 @@ class ReplayMemory:
     def sample_states(self, batch_size: int, rng: np.random.Generator, device="cpu"):
         """Only states and their extras (what distillation needs): (obs [B, ...], {key: [B, ...]})."""
         e, j = self.sample_indices(batch_size, rng)
+        flat = e * self.per_env + j
         return (torch.as_tensor(self.stacked(e, j), device=device),
-                {k: torch.as_tensor(v[e, j], device=device) for k, v in self.extras.items()})
+                {k: torch.as_tensor(self._flat(v).take(flat, axis=0), device=device) for k, v in self.extras.items()})
+
+    def _flat(self, a: np.ndarray) -> np.ndarray:
+        """[n_envs * per_env, ...] view of a per-stream array, for one flat ``take`` instead of 2-D indexing."""
+        return a.reshape((self.n_envs * self.per_env,) + a.shape[2:])
 
     # -- resume --------------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
