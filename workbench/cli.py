@@ -1,4 +1,4 @@
-"""The `workbench` command: doctor, train, evaluate, distill, sweep, teachers, bench, report, demo."""
+"""The `workbench` command: doctor, train, evaluate, distill, distill-realtime, distill-multitask, sweep, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -77,6 +77,37 @@ def cmd_distill(args) -> int:
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
                                             "agreement", "kl", "teacher_queries", "wall_seconds")}))
+    return 0
+
+
+def cmd_distill_realtime(args) -> int:
+    _threads(args.threads)
+    from .distill.realtime import RealtimeConfig, realtime_distill, speedup_table
+
+    overrides = {k: v for k, v in dict(
+        teacher_steps=args.teacher_steps, updates_per_state=args.updates_per_state, distill_steps=args.distill_steps,
+        eval_points=args.eval_points, eval_episodes=args.eval_episodes,
+        final_eval_episodes=args.final_eval_episodes).items() if v is not None}
+    config = RealtimeConfig(env_id=args.env, algo=args.algo, preset=args.preset, students=tuple(args.student),
+                            loss=args.loss, tau=args.tau, recompute=args.recompute, sequential=not args.no_sequential,
+                            distill_preset=args.distill_preset or args.preset, seed=args.seed, **overrides)
+    card = realtime_distill(config, args.out, progress_bar=not args.quiet)
+    print(speedup_table(card).to_string(index=False))
+    print(json.dumps({"teacher_return": card["teacher"]["return_mean"], "teacher_seconds": card["teacher"]["teacher_seconds"],
+                      "card": str(Path(args.out) / "card.json")}))
+    return 0
+
+
+def cmd_distill_multitask(args) -> int:
+    _threads(args.threads)
+    from .distill.multitask import distill_multitask, multitask_config, per_game_table
+
+    config = multitask_config(args.preset, args.teachers, width=args.width, head_units=args.head_units, loss=args.loss,
+                              tau=args.tau, seed=args.seed, steps_per_game=args.steps_per_game)
+    card = distill_multitask(config, args.out, resume=args.resume, progress_bar=not args.quiet)
+    print(per_game_table(card).to_string(index=False))
+    print(json.dumps({k: card[k] for k in ("geomean_pct_of_teacher", "params", "teachers_params_sum", "compression",
+                                            "wall_seconds")}))
     return 0
 
 
@@ -177,6 +208,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("distill-realtime", help="train a teacher while students distil from it (Sun & Fazli), "
+                       "timed against train-then-distill")
+    s.add_argument("--env", required=True, help="ALE/<Game>-v5, MinAtar/<Game>-v1, CartPole-v1, Acrobot-v1")
+    s.add_argument("--algo", choices=ALGOS, default="ppo", help="the teacher's algorithm")
+    s.add_argument("--student", nargs="+", default=["net3", "tiny"], choices=("net1", "net2", "net3", "tiny"),
+                   help="student sizes, all in the same run (default: net3 = 4%%, tiny = 1.7%%)")
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo", help="the teacher's preset")
+    s.add_argument("--distill-preset", choices=("smoke", "demo", "full"), default=None,
+                   help="preset of the sequential baseline's distillation (default: --preset)")
+    s.add_argument("--teacher-steps", type=int, default=None, help="override the teacher's env steps")
+    s.add_argument("--distill-steps", type=int, default=None, help="override the baseline's env steps")
+    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
+    s.add_argument("--tau", type=float, default=0.01)
+    s.add_argument("--updates-per-state", type=float, default=None,
+                   help="student updates per state the teacher collects (default 1/32: replay ratio 8 at batch 256)")
+    s.add_argument("--recompute", action="store_true", help="relabel every student minibatch with the latest teacher")
+    s.add_argument("--no-sequential", action="store_true", help="skip the train-then-distill baseline")
+    s.add_argument("--eval-points", type=int, default=None)
+    s.add_argument("--eval-episodes", type=int, default=None)
+    s.add_argument("--final-eval-episodes", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_distill_realtime)
+
+    s = sub.add_parser("distill-multitask", help="one student for several games, a head per game (Rusu's Multi-Dist)")
+    s.add_argument("--teachers", nargs="+", required=True, help="teacher run folders / shipped names, one per game")
+    s.add_argument("--width", type=float, default=None, help="shared trunk width (x the family's base net; default 1)")
+    s.add_argument("--head-units", type=int, default=None, help="hidden units of each game's head (Rusu: 128)")
+    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
+    s.add_argument("--tau", type=float, default=0.01)
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
+    s.add_argument("--steps-per-game", type=int, default=None, help="override the preset's env steps per game")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_distill_multitask)
 
     s = sub.add_parser("sweep", help="students of several sizes x losses x seeds; results.csv + compression.html")
     s.add_argument("--teacher", nargs="+", required=True, help="one or more teacher run folders / names")

@@ -79,12 +79,18 @@ def finish_run(
     return card
 
 
-def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
+def check_out(out: str | Path, resume: bool) -> Path:
+    """``out`` as a Path, if a run may be written there: never over a finished run, resume an interrupted one."""
     out = Path(out)
     if (out / "card.json").exists() and not resume:
         raise FileExistsError(f"{out} already holds a finished run; choose another --out or delete it")
     if (out / "checkpoint.json").exists() and not resume:
         raise FileExistsError(f"{out} holds an interrupted run; continue it with --resume, or choose another --out")
+    return out
+
+
+def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
+    out = check_out(out, resume)
     run = Run(out)
     if resume and (out / "config.json").exists():
         saved = run.config

@@ -98,8 +98,10 @@ def dqn_config(preset: str, env_id: str, **overrides) -> DQNConfig:
 
 
 def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
-              callback=None) -> dict:
-    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row."""
+              callback=None, observer=None) -> dict:
+    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row;
+    ``observer(q, states, step)`` sees the Q-network after each learning step with the states collected
+    since the previous call (real-time distillation hangs a student here)."""
     seed_everything(config.seed)
     envs, spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
     run = open_run(out, config, spec, resume)
@@ -123,7 +125,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
     obs, _ = envs.reset(seed=config.seed + 1_000_003 * step)
     collector = Collector(envs, spec, memory, obs)
-    recent, losses, q_means = [], [], []
+    recent, losses, q_means, fresh_states = [], [], [], []
     t0 = time.time()
     next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
     next_train, next_target = step + config.train_every, step + config.target_every
@@ -140,6 +142,8 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
                 return random_B
             return np.where(rng.random(config.n_envs) < eps, random_B, q.act(obs).numpy())
 
+        if observer:
+            fresh_states.append(collector.obs.copy())
         recent += [r for r, _ in collector.step(act)]
         step += config.n_envs
         bar.update(config.n_envs)
@@ -167,6 +171,9 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
             if step >= next_target:
                 q_target.load_state_dict(q.state_dict())
                 next_target += config.target_every
+            if observer and fresh_states:
+                observer(q, torch.as_tensor(np.concatenate(fresh_states)), step)
+                fresh_states = []
         else:
             next_train, next_target = step + config.train_every, step + config.target_every
 

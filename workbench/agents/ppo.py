@@ -92,8 +92,10 @@ def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
 
 
 def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
-              callback=None) -> dict:
-    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row."""
+              callback=None, observer=None) -> dict:
+    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row;
+    ``observer(agent, states, step)`` sees the agent after each update with the states of the rollout it
+    learned from (real-time distillation hangs a student here)."""
     seed_everything(config.seed)
     envs, spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
     run = open_run(out, config, spec, resume)
@@ -204,6 +206,9 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
                 nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
                 optimizer.step()
         update += 1
+        if observer:
+            agent.eval()
+            observer(agent, b_obs, global_step)
 
         wall = wall_before + time.time() - t0
         if global_step >= next_log or update == n_updates:

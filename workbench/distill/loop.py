@@ -178,13 +178,14 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     heldout_obs, heldout_t = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777,
                                             config.teacher_epsilon)
 
-    step, updates, queries, wall_before = 0, 0, 0, 0.0
+    step, updates, queries, wall_before, eval_seconds = 0, 0, 0, 0.0, 0.0
     if resume and run.has_checkpoint():
         arrays, state = run.load_checkpoint()
         student.load_state_dict({k[8:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("student.")})
         load_optimizer_arrays(optimizer, arrays, state["optimizer"])
         memory.load_state_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")})
         step, updates, queries, wall_before = state["step"], state["updates"], state["teacher_queries"], state["wall_seconds"]
+        eval_seconds = state.get("eval_seconds", 0.0)
         set_rng_state(rng, state["rng"])
         set_torch_rng_state(arrays["torch_rng"])
     obs, _ = envs.reset(seed=config.seed + 1_000_003 * step)
@@ -224,6 +225,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         wall = wall_before + time.time() - t0
         done = step >= config.total_steps
         if step >= next_log or done:
+            t_eval = time.time()
             row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": b,
                    "charts/updates": updates, "charts/teacher_queries": queries,
                    **{f"heldout/{k}": v for k, v in agreement(student, teacher, heldout_obs, config.tau
@@ -233,6 +235,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
                 row["charts/student_return"] = evaluate(student, env.env_id, min(10, config.eval_episodes),
                                                         config.eval_seed, env.settings).mean
                 next_eval += config.eval_every
+            # Measuring is not training: train_seconds leaves out the held-out and return evaluations
+            # (``wall`` was read before this row's, which count from the next row on).
+            row["train_seconds"] = round(wall - eval_seconds, 2)
+            eval_seconds += time.time() - t_eval
             run.log(step, **row)
             if callback:
                 callback({"step": step, **row})
@@ -245,7 +251,8 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
             arrays.update({f"memory.{k}": v for k, v in memory.state_arrays().items()})
             arrays["torch_rng"] = torch_rng_state()
             run.save_checkpoint(arrays, {"step": step, "updates": updates, "teacher_queries": queries,
-                                         "wall_seconds": wall, "rng": rng_state(rng), "optimizer": opt_meta})
+                                         "wall_seconds": wall, "eval_seconds": eval_seconds, "rng": rng_state(rng),
+                                         "optimizer": opt_meta})
             next_ckpt += config.checkpoint_every
     bar.close()
     envs.close()

@@ -1,0 +1,164 @@
+"""Real-time distillation (Sun & Fazli) and multi-task distillation (Rusu's Multi-Dist), end to end at smoke scale."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.distill.loop import load_teacher, teacher_states
+from workbench.distill.multitask import (distill_multitask, geometric_mean_pct, load_multitask, multitask_config,
+                                         save_multitask)
+from workbench.distill.realtime import RealtimeConfig, StateMemory, realtime_distill, speedup_table
+from workbench.envs import make_env
+from workbench.evaluate import agreement, evaluate
+from workbench.nets import build, preset_spec
+from workbench.runs import CheckpointError
+from workbench.trace import record_trace
+
+
+# -- real-time --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def realtime_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rt") / "run"
+    config = RealtimeConfig(env_id="CartPole-v1", preset="smoke", teacher_steps=8_192, eval_points=4, eval_episodes=3,
+                            final_eval_episodes=3, distill_preset="smoke", tail_updates=40, updates_per_state=1 / 8,
+                            batch_size=64)
+    return out, realtime_distill(config, out, progress_bar=False)
+
+
+def test_realtime_students_learn_from_the_teacher_while_it_trains(realtime_run):
+    out, card = realtime_run
+    assert set(card["students"]) == {"net3", "tiny"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    live = [r for r in rows if r["phase"] == "realtime"]
+    assert len(live) >= 4  # evaluated while the teacher trained, not only after
+    teacher_clock = [r["teacher_seconds"] for r in live]
+    assert teacher_clock == sorted(teacher_clock)
+    for name in ("net3", "tiny"):
+        # A student's clock is the teacher's plus its own updates; it learned as the teacher did.
+        assert all(r[f"{name}/seconds"] >= r["teacher_seconds"] for r in live)
+        assert live[-1][f"{name}/updates"] > live[0][f"{name}/updates"] > 0
+    # It copies the final teacher much better than an untrained student of its size does.
+    teacher, _, spec = load_teacher(str(out / "teacher"))
+    obs, _ = teacher_states(teacher, spec, 1_000, 5, 0.0)
+    fresh = agreement(build(preset_spec("net3", teacher.spec), "pi", seed=99), teacher, obs)["agreement"]
+    assert card["students"]["net3"]["agreement"] > fresh + 0.1
+
+
+def test_realtime_card_times_both_clocks_and_the_baseline(realtime_run):
+    out, card = realtime_run
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for name, r in card["students"].items():
+        seq = json.loads((out / "sequential" / name / "card.json").read_text())
+        assert seq["teacher"] == str(out / "teacher") and seq["student_net"] == name
+        assert r["sequential_return_mean"] == seq["return_mean"]
+        seq_points = [(x[f"{name}/seq_seconds"], x[f"{name}/seq_return"]) for x in rows if f"{name}/seq_return" in x]
+        assert seq_points and all(t >= card["teacher"]["teacher_seconds"] - 0.05 for t, _ in seq_points)  # card: 0.1 s
+        if r["time_to_95_sequential"] is not None:  # the first point at the threshold, not any later one
+            first = next(t for t, ret in seq_points if ret >= card["target_return"])
+            assert r["time_to_95_sequential"] == first
+        if r["time_to_95_realtime"] and r["time_to_95_sequential"]:
+            assert r["speedup"] == pytest.approx(r["time_to_95_realtime"] / r["time_to_95_sequential"])
+    assert list(speedup_table(card)["student"]) == ["net3", "tiny"]
+    with pytest.raises(FileExistsError, match="finished"):
+        realtime_distill(RealtimeConfig(env_id="CartPole-v1", preset="smoke"), out, progress_bar=False)
+
+
+def test_state_memory_keeps_the_newest_states_with_their_labels():
+    m = StateMemory(5, (2,), np.float32, 3)
+    for i in range(3):  # 9 states into 5 slots
+        s = np.full((3, 2), i, np.float32) + np.arange(3)[:, None] * 0.1
+        m.add(s, np.repeat(s[:, :1], 3, 1))
+    assert m.size == 5
+    obs, labels = m.sample(200, np.random.default_rng(0))
+    assert torch.equal(labels[:, 0], obs[:, 0])  # labels travel with their states
+    assert obs[:, 0].min() >= 1.0  # the oldest states were overwritten
+
+
+def test_realtime_rejects_an_unknown_algorithm_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="unknown teacher algorithm 'a2c'"):
+        realtime_distill(RealtimeConfig(env_id="CartPole-v1", algo="a2c"), tmp_path / "x", progress_bar=False)
+    assert not (tmp_path / "x").exists()
+
+
+# -- multi-task -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def second_teacher(tmp_path_factory):
+    """A quickly trained Asterix teacher (smoke scale): a second MinAtar game with other channel/action counts."""
+    out = tmp_path_factory.mktemp("asterix") / "teacher"
+    assert main(["train", "--env", "MinAtar/Asterix-v1", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def multitask_run(tmp_path_factory, second_teacher):
+    out = tmp_path_factory.mktemp("mt") / "run"
+    config = multitask_config("smoke", ["minatar-breakout", second_teacher], steps_per_game=1_024, eval_episodes=3)
+    return out, config, distill_multitask(config, out, progress_bar=False)
+
+
+def test_multitask_student_has_a_head_per_game_and_reports_each(multitask_run):
+    out, config, card = multitask_run
+    assert card["games"] == ["MinAtar/Breakout-v1", "MinAtar/Asterix-v1"]
+    student = load_multitask(out)
+    assert [h[-1].out_features for h in student.heads] == [3, 5]  # games keep their own action counts
+    assert all(h[0].out_features == 128 for h in student.heads)  # Rusu: a 128-unit layer per game
+    assert card["params"] == student.n_params < card["teachers_params_sum"]
+    pcts = [g["pct_of_teacher"] for g in card["per_game"].values()]
+    assert card["geomean_pct_of_teacher"] == pytest.approx(geometric_mean_pct(pcts))
+    # Each game's head plays its own game: the card's return is what the loaded head scores on those seeds.
+    spec = make_env("MinAtar/Breakout-v1", 1, 0)[1]
+    again = evaluate(student.view("MinAtar/Breakout-v1"), spec.env_id, 3, config.eval_seed, spec.settings)
+    assert again.mean == card["per_game"]["MinAtar/Breakout-v1"]["return_mean"]
+    # Learned from the Breakout teacher: agrees with it far above an untrained student.
+    teacher, _, bspec = load_teacher("minatar-breakout")
+    obs, _ = teacher_states(teacher, bspec, 1_000, 3, 0.0)
+    untrained = build_untrained(config, second_teacher_path=config.teachers[1])
+    assert (agreement(student.view(0), teacher, obs)["agreement"]
+            > agreement(untrained.view(0), teacher, obs)["agreement"] + 0.1)
+
+
+def build_untrained(config, second_teacher_path):
+    from workbench.distill.multitask import build_student
+
+    loaded = [load_teacher(t) for t in config.teachers]
+    return build_student([t for t, _, _ in loaded], [s for _, _, s in loaded], 1.0, 128, seed=123)
+
+
+def test_fewer_channels_are_padded_with_zero_channels(multitask_run):
+    out, _, _ = multitask_run
+    student = load_multitask(out)
+    assert student.trunk_spec.obs_shape[0] == 4  # Breakout and Asterix both have 4; pad a 2-channel input
+    obs = torch.rand(5, 2, 10, 10)
+    padded = torch.cat([obs, torch.zeros(5, 2, 10, 10)], 1)
+    assert torch.allclose(student.logits(obs, 1), student.logits(padded, 1))
+
+
+def test_multitask_checkpoint_round_trips_and_foreign_files_fail(multitask_run, tmp_path):
+    out, _, _ = multitask_run
+    student = load_multitask(out)
+    save_multitask(tmp_path / "copy.safetensors", student)
+    again = load_multitask(tmp_path / "copy.safetensors")
+    obs = torch.rand(4, 4, 10, 10)
+    assert torch.equal(again.logits(obs, 0), student.logits(obs, 0))
+    from workbench.teachers import teacher_path
+    with pytest.raises(CheckpointError, match="not a multi-task student"):
+        load_multitask(teacher_path("minatar-breakout"))
+
+
+def test_the_player_works_on_any_game_of_a_multitask_student(multitask_run, second_teacher):
+    out, _, _ = multitask_run
+    student = load_multitask(out)
+    teacher, _, spec = load_teacher(second_teacher)
+    trace = record_trace(teacher, student.view(spec.env_id), spec, max_steps=30, keep_snapshots=False)
+    assert trace.student_out.shape[1] == 5 and len(trace.actions) > 0
+
+
+def test_multitask_refuses_teachers_that_cannot_share_a_student(tmp_path):
+    with pytest.raises(ValueError, match="one observation family"):
+        distill_multitask(multitask_config("smoke", ["minatar-breakout", "cartpole"]), tmp_path / "a", progress_bar=False)
+    with pytest.raises(ValueError, match="same game"):
+        distill_multitask(multitask_config("smoke", ["minatar-breakout", "minatar-breakout"]), tmp_path / "b",
+                          progress_bar=False)

@@ -1,0 +1,296 @@
+"""Real-time policy distillation (Sun & Fazli 2019): students learn from a teacher while the teacher learns.
+
+The teacher trains as usual (:func:`~workbench.agents.ppo.train_ppo` or :func:`~workbench.agents.dqn.train_dqn`).
+After each of its updates an observer hands every student the states the teacher just learned from. They enter
+a memory shared by the students, labelled by the teacher as it is after that update, and each student makes
+``updates_per_state`` minibatch updates per new state. With ``recompute`` the latest teacher relabels every
+minibatch before the student's step instead (one more teacher forward pass per student update), so that no
+stored label is older than the teacher.
+
+Clocks, all measured in one run:
+
+- the teacher's time is the run's time less the students' updates and all evaluations;
+- a real-time student's clock is the teacher's time plus its own update time (other students' time is not its);
+- the sequential baseline distils the final teacher afterwards with the usual teacher-driven loop
+  (:func:`~workbench.distill.loop.distill`); its clock is the teacher's whole time plus the distillation's
+  training seconds.
+
+``time_to_95`` is the first clock reading at which a student returns at least 95% of the final teacher's
+return; ``speedup`` is real-time over sequential (Sun & Fazli: half or less). If a real-time student is not
+there when the teacher stops, it goes on learning from the final teacher on the stored states (the ``tail``)
+until it is, or until the tail's update budget is spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..agents.common import seed_everything
+from ..envs import make_env
+from ..evaluate import agreement, evaluate
+from ..nets import build, preset_spec
+from ..runs import Run, machine, save_policy
+from .losses import get_loss
+from .loop import distill, distill_config, load_teacher, teacher_states
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    env_id: str = "MinAtar/Breakout-v1"
+    algo: str = "ppo"
+    """Teacher algorithm: ppo or dqn."""
+    preset: str = "demo"
+    """The teacher's preset (smoke, demo, full); the sequential baseline distils with distill_preset."""
+    teacher_steps: int | None = None
+    """Env steps of teacher training (None: the preset's)."""
+    teacher_width: float = 1.0
+    students: tuple[str, ...] = ("net3", "tiny")
+    """Student size presets, all trained in the same run (Rusu's net3 is 4% of the teacher; tiny 1.7%)."""
+    loss: str = "kl"
+    tau: float = 0.01
+    lr: float = 1e-3
+    batch_size: int = 256
+    memory_size: int = 50_000
+    """States kept for the students (the teacher's most recent experience)."""
+    updates_per_state: float = 1 / 32
+    """Student updates per state the teacher collects; replay ratio = batch_size x this (8 by default)."""
+    recompute: bool = False
+    """Relabel each sampled minibatch with the latest teacher (True) or keep the labels made on arrival."""
+    eval_points: int = 20
+    """Students and teacher are evaluated this many times over the teacher's training."""
+    eval_episodes: int = 10
+    final_eval_episodes: int = 30
+    eval_seed: int = 10_000
+    tail_updates: int = 4_000
+    """Most updates a real-time student may make after the teacher stops, to reach 95%."""
+    sequential: bool = True
+    """Also run the train-then-distill baseline from the final teacher (needed for the speedup)."""
+    distill_preset: str = "demo"
+    distill_steps: int | None = None
+    seed: int = 0
+    threshold: float = 0.95
+
+
+class StateMemory:
+    """A ring of states with the teacher's outputs for each."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, n_actions: int):
+        self.states = np.zeros((capacity,) + tuple(obs_shape), dtype=obs_dtype)
+        self.labels = np.zeros((capacity, n_actions), dtype=np.float32)
+        self.capacity, self.size, self.head = capacity, 0, 0
+
+    def add(self, states: np.ndarray, labels: np.ndarray) -> None:
+        idx = (self.head + np.arange(len(states))) % self.capacity
+        self.states[idx], self.labels[idx] = states, labels
+        self.head = int((self.head + len(states)) % self.capacity)
+        self.size = min(self.capacity, self.size + len(states))
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = rng.integers(0, self.size, batch_size)
+        return torch.from_numpy(self.states.take(idx, axis=0)), torch.from_numpy(self.labels.take(idx, axis=0))
+
+
+@dataclass
+class _Student:
+    name: str
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    seconds: float = 0.0
+    updates: int = 0
+    owed: float = 0.0
+    losses: list = field(default_factory=list)
+
+
+def _first_reach(points: list[tuple[float, float]], target: float) -> float | None:
+    """First clock reading of (clock, return) points at which return >= target."""
+    return next((clock for clock, ret in points if ret >= target), None)
+
+
+def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool = True, callback=None) -> dict:
+    """Train a teacher with students distilling from it as it learns; writes ``out`` and returns its card.
+
+    ``out/teacher`` is the teacher's run, ``out/students/<net>`` each real-time student, ``out/sequential/<net>``
+    the baseline distillations; ``out/metrics.jsonl`` has every evaluation point on all clocks.
+    ``callback(row)`` sees those rows as they come (live plots).
+    """
+    from ..agents.dqn import dqn_config, train_dqn
+    from ..agents.ppo import ppo_config, train_ppo
+
+    out = Path(out)
+    if (out / "card.json").exists():
+        raise FileExistsError(f"{out} already holds a finished real-time run; choose another --out or delete it")
+    if (out / "metrics.jsonl").exists():
+        raise FileExistsError(f"{out} holds an interrupted real-time run: the teacher and students learn together "
+                              "and cannot be resumed separately; delete it or choose another --out")
+    if config.algo not in ("ppo", "dqn"):
+        raise ValueError(f"unknown teacher algorithm {config.algo!r}; choose ppo or dqn")
+    seed_everything(config.seed)
+    make_teacher_config, train = (ppo_config, train_ppo) if config.algo == "ppo" else (dqn_config, train_dqn)
+    t_config = make_teacher_config(config.preset, config.env_id, seed=config.seed, width=config.teacher_width,
+                                   total_steps=config.teacher_steps, eval_episodes=config.final_eval_episodes,
+                                   eval_seed=config.eval_seed)
+    _, spec = make_env(config.env_id, 1, config.seed, **t_config.env_settings)
+    run = Run(out)
+    run.write_config(config, env_spec=spec.to_dict(), teacher_config=dataclasses.asdict(t_config))
+
+    loss_fn = get_loss(config.loss, config.tau)
+    rng = np.random.default_rng(config.seed)
+    memory = StateMemory(config.memory_size, spec.obs_shape, spec.obs_dtype, spec.n_actions)
+    students: list[_Student] = []
+    every = max(1, t_config.total_steps // config.eval_points)
+    clock = {"start": time.time(), "students": 0.0, "eval": 0.0, "next_eval": every}
+
+    def teacher_seconds() -> float:
+        return time.time() - clock["start"] - clock["students"] - clock["eval"]
+
+    def student_step(s: _Student, teacher) -> None:
+        obs_B, labels_BA = memory.sample(config.batch_size, rng)
+        if config.recompute:
+            with torch.no_grad():
+                labels_BA = teacher.logits(obs_B)
+        loss = loss_fn(s.policy.logits(obs_B), labels_BA)
+        s.optimizer.zero_grad()
+        loss.backward()
+        s.optimizer.step()
+        s.losses.append(loss.item())
+        s.updates += 1
+
+    def log_point(step: int, teacher, phase: str) -> dict:
+        t_eval = time.time()
+        t_sec = teacher_seconds()
+        row = {"phase": phase, "teacher_seconds": round(t_sec, 2)}
+        if teacher is not None:
+            row["teacher_return"] = evaluate(teacher, spec.env_id, config.eval_episodes, config.eval_seed,
+                                             spec.settings).mean
+        for s in students:
+            row[f"{s.name}/return"] = evaluate(s.policy, spec.env_id, config.eval_episodes, config.eval_seed,
+                                               spec.settings).mean
+            row[f"{s.name}/seconds"] = round(t_sec + s.seconds, 2)
+            row[f"{s.name}/loss"] = float(np.mean(s.losses)) if s.losses else None
+            row[f"{s.name}/updates"] = s.updates
+            s.losses = []
+        run.log(step, **row)
+        if callback:
+            callback({"step": step, **row})
+        clock["eval"] += time.time() - t_eval
+        return row
+
+    def observe(teacher, states, step: int) -> None:
+        if not students:  # built on first sight of the teacher, whose NetSpec sizes them
+            for i, name in enumerate(config.students):
+                policy = build(preset_spec(name, teacher.spec), "pi", seed=config.seed + i)
+                students.append(_Student(name, policy, torch.optim.Adam(policy.parameters(), lr=config.lr)))
+        t0 = time.time()
+        with torch.no_grad():
+            labels = teacher.logits(states).numpy()
+        memory.add(np.asarray(states), labels)
+        label_seconds = time.time() - t0
+        for s in students:
+            t0 = time.time()
+            s.owed += len(states) * config.updates_per_state
+            while s.owed >= 1 and memory.size >= config.batch_size:
+                s.owed -= 1
+                student_step(s, teacher)
+            # Labelling the new states is work the students need; each is charged an equal share.
+            s.seconds += time.time() - t0 + label_seconds / len(students)
+        clock["students"] = sum(s.seconds for s in students)
+        if step >= clock["next_eval"]:
+            log_point(step, teacher, "realtime")
+            while clock["next_eval"] <= step:
+                clock["next_eval"] += every
+
+    t_card = train(t_config, out / "teacher", progress_bar=progress_bar, observer=observe)
+    teacher_total = teacher_seconds()
+    teacher, _, _ = load_teacher(str(out / "teacher"))
+    target = config.threshold * t_card["return_mean"]
+    step = t_card["env_steps"]
+    last = log_point(step, teacher, "realtime")
+
+    # -- tail: students not yet at the threshold go on learning from the final teacher -----------------------
+    chunk = max(1, config.tail_updates // 10)
+    for s in students:
+        done = 0
+        while last[f"{s.name}/return"] < target and done < config.tail_updates:
+            t0 = time.time()
+            for _ in range(chunk):
+                student_step(s, teacher)
+            s.seconds += time.time() - t0
+            done += chunk
+            last = log_point(step, None, "tail")
+            clock["students"] = sum(x.seconds for x in students)
+
+    # -- sequential baseline: distil the final teacher, same sizes, same loss ---------------------------------
+    heldout_obs, _ = teacher_states(teacher, spec, 2_000, config.seed + 777_777, 0.05)
+    rows = run.read_metrics_rows()
+    results = {}
+    for s in students:
+        rt_points = [(r[f"{s.name}/seconds"], r[f"{s.name}/return"]) for r in rows if f"{s.name}/return" in r]
+        save_policy(out / "students" / s.name / "model.safetensors", s.policy, env_id=spec.env_id,
+                    algo="realtime-distill", teacher=str(out / "teacher"))
+        final = evaluate(s.policy, spec.env_id, config.final_eval_episodes, config.eval_seed, spec.settings)
+        res = {
+            "params": s.policy.n_params, "compression": s.policy.n_params / teacher.n_params,
+            "return_mean": final.mean, "return_std": final.std,
+            "pct_of_teacher": 100.0 * final.mean / t_card["return_mean"] if t_card["return_mean"] else None,
+            "agreement": agreement(s.policy, teacher, heldout_obs, 1.0)["agreement"],
+            "updates": s.updates, "student_seconds": round(s.seconds, 1),
+            "time_to_95_realtime": _first_reach(rt_points, target),
+        }
+        if config.sequential:
+            seq_points: list[tuple[float, float]] = []
+
+            def seen(row, points=seq_points):
+                if row.get("charts/student_return") is not None:
+                    points.append((round(teacher_total + row["train_seconds"], 2), row["charts/student_return"]))
+
+            d_config = distill_config(config.distill_preset, str(out / "teacher"), student_net=s.name,
+                                      loss=config.loss, tau=config.tau, seed=config.seed, lr=config.lr,
+                                      batch_size=config.batch_size, total_steps=config.distill_steps,
+                                      eval_episodes=config.final_eval_episodes, eval_seed=config.eval_seed)
+            d_config = dataclasses.replace(d_config, eval_every=max(d_config.n_envs, d_config.total_steps // 10),
+                                           log_every=max(d_config.n_envs, d_config.total_steps // 10))
+            d_card = distill(d_config, out / "sequential" / s.name, progress_bar=progress_bar, callback=seen)
+            for clock_s, ret in seq_points:
+                run.log(step, phase="sequential", **{f"{s.name}/seq_seconds": clock_s,
+                                                     f"{s.name}/seq_return": ret})
+            seq_95 = _first_reach(seq_points, target)
+            res.update({"sequential_return_mean": d_card["return_mean"],
+                        "sequential_pct_of_teacher": d_card["pct_of_teacher"],
+                        "time_to_95_sequential": seq_95,
+                        "speedup": (res["time_to_95_realtime"] / seq_95
+                                    if res["time_to_95_realtime"] and seq_95 else None)})
+        results[s.name] = res
+
+    card = {
+        "env_id": spec.env_id, "algo": "realtime-distill", "teacher_algo": config.algo, "seed": config.seed,
+        "teacher": {"run": str(out / "teacher"), "params": teacher.n_params, "return_mean": t_card["return_mean"],
+                    "return_std": t_card["return_std"], "env_steps": t_card["env_steps"],
+                    "teacher_seconds": round(teacher_total, 1)},
+        "threshold": config.threshold, "target_return": target, "students": results,
+        "loss": config.loss, "tau": config.tau, "updates_per_state": config.updates_per_state,
+        "recompute": config.recompute, "wall_seconds": round(time.time() - clock["start"], 1),
+        "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run.write_card(card)
+    return card
+
+
+def speedup_table(card: dict):
+    """One row per student: params, % of teacher, seconds to 95% on each clock and their ratio."""
+    import pandas as pd
+
+    rows = []
+    for name, r in card["students"].items():
+        rows.append({"student": name, "params": r["params"], "compression %": round(100 * r["compression"], 1),
+                     "% of teacher (real-time)": r["pct_of_teacher"],
+                     "% of teacher (sequential)": r.get("sequential_pct_of_teacher"),
+                     "s to 95% real-time": r["time_to_95_realtime"],
+                     "s to 95% sequential": r.get("time_to_95_sequential"),
+                     "ratio": r.get("speedup")})
+    return pd.DataFrame(rows).round(3)
