@@ -18,6 +18,9 @@ CASES = {
     "02_distill": ({"total_steps": 6_000}, 2),
     "03_frame_by_frame": ({"max_steps": 80, "branch_steps": 10}, 4),
     "04_compression_vs_performance": ({"total_steps": 2_048, "nets": ["tiny"], "losses": ["kl"]}, 1),
+    "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
+                                  "eval_points": 3}, 2),
+    "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
 }
 
 
@@ -38,13 +41,13 @@ def _plotly_outputs(nb) -> int:
 
 
 @pytest.mark.xdist_group("notebooks-a")
-@pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher"])
+@pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher", "05_realtime_distillation"])
 def test_notebook_runs_headless_a(name, tmp_path):
     _run_case(name, tmp_path)
 
 
 @pytest.mark.xdist_group("notebooks-b")
-@pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance"])
+@pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance", "06_multitask_distillation"])
 def test_notebook_runs_headless_b(name, tmp_path):
     _run_case(name, tmp_path)
 
@@ -64,7 +67,7 @@ def _run_case(name, tmp_path):
         for o in getattr(c, "outputs", []):
             if "application/vnd.plotly.v1+json" in o.get("data", {}):
                 assert "text/html" in o["data"]
-    if name in ("00_tour", "02_distill", "03_frame_by_frame"):
+    if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation"):
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds

@@ -10,7 +10,14 @@ from workbench.runs import Run, load_policy
 from workbench.teachers import TEACHERS_DIR, list_teachers, teacher_path
 
 
-@pytest.mark.parametrize("name", ["cartpole", "minatar-breakout"])
+SHIPPED = sorted(p.parent.name for p in TEACHERS_DIR.glob("*/card.json"))
+
+
+def test_the_shipped_set_holds_the_minatar_teachers_so_far():
+    assert {"cartpole", "minatar-breakout", "minatar-freeway"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_teacher_is_a_complete_small_run_folder(name):
     path = teacher_path(name)
     for f in ("config.json", "metrics.jsonl", "model.safetensors", "card.json"):
@@ -20,6 +27,9 @@ def test_shipped_teacher_is_a_complete_small_run_folder(name):
     card = Run(path).card
     assert card["return_n"] >= 30 and card["wall_seconds"] > 0 and "machine" in card
     assert load_policy(path).n_params == card["params"]
+    assert card.get("source") and card.get("how_trained")
+    if card["env_id"].startswith("MinAtar/"):  # the paper's DQN figure, or why it is missing
+        assert card.get("minatar_paper_dqn") is not None or card.get("minatar_paper_dqn_note")
 
 
 def test_cartpole_teacher_scores_500_on_30_fixed_seeds():
@@ -29,8 +39,9 @@ def test_cartpole_teacher_scores_500_on_30_fixed_seeds():
     assert result.mean == 500.0 and card["return_mean"] == 500.0
 
 
-def test_minatar_breakout_card_is_reproduced_on_its_own_seeds():
-    path = teacher_path("minatar-breakout")
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("minatar-")])
+def test_minatar_card_is_reproduced_on_its_own_seeds(name):
+    path = teacher_path(name)
     card = Run(path).card
     result = evaluate(load_policy(path), card["env_id"], 10, card["eval_seed"], card["env_settings"])
     # Same policy, same seeds, same machine: the same ten returns the card recorded.
@@ -51,3 +62,29 @@ def test_shipped_student_is_found_by_name_and_matches_its_card():
     card = teacher_card("minatar-breakout-net3")
     assert student.n_params == card["student_params"] == 19_237
     assert card["compression"] < 0.04 and card["pct_of_teacher"] >= 95
+
+
+def test_ship_copies_a_finished_run_without_its_resume_state(tmp_path, monkeypatch):
+    from workbench import teachers
+    from workbench.agents.ppo import ppo_config, train_ppo
+
+    run = tmp_path / "run"
+    train_ppo(ppo_config("smoke", "CartPole-v1", eval_episodes=30), run, progress_bar=False)
+    assert (run / "checkpoint.safetensors").exists()
+    monkeypatch.setattr(teachers, "TEACHERS_DIR", tmp_path / "shipped")
+    dest = teachers.ship(run, "tiny-cartpole", how_trained="ppo smoke preset, in a test")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(teachers.SHIPPED_FILES)
+    card = json.loads((dest / "card.json").read_text())
+    assert card["how_trained"] == "ppo smoke preset, in a test" and card["source"] == "workbench train"
+    assert load_policy(dest).n_params == card["params"]
+
+
+def test_ship_refuses_an_unfinished_or_thinly_evaluated_run(tmp_path):
+    from workbench import teachers
+    from workbench.agents.ppo import ppo_config, train_ppo
+
+    with pytest.raises(FileNotFoundError, match="finish the run"):
+        teachers.ship(tmp_path, "x", how_trained="-")
+    train_ppo(ppo_config("smoke", "CartPole-v1"), tmp_path / "run", progress_bar=False)  # 3 eval episodes
+    with pytest.raises(ValueError, match="at least 30"):
+        teachers.ship(tmp_path / "run", "x", how_trained="-")

@@ -200,3 +200,59 @@ def live_figure(rows: list[dict], keys=DISTILL_KEYS) -> go.Figure:
         fig.update_xaxes(title_text="env steps", row=1, col=c + 1)
     fig.update_layout(height=320, showlegend=False, template="plotly_white", margin=dict(t=40, b=40, l=50, r=10))
     return fig
+
+
+STUDENT_COLORS = {"net1": "#9467bd", "net2": "#8c564b", "net3": "#1f77b4", "tiny": "#d62728"}
+
+
+def realtime_figure(rows: list[dict], card: dict | None = None, title: str = "Real-time vs train-then-distill") -> go.Figure:
+    """Returns on one wall-clock axis: the teacher as it trains, each real-time student on its own clock
+    (teacher time + its updates), and each sequential student (after the whole teacher); below, the gap
+    teacher minus student at each evaluation. A dotted line marks 95% of the final teacher where ``card`` is given."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.06,
+                        subplot_titles=("return", "gap: teacher - real-time student"))
+    live = [r for r in rows if r.get("teacher_return") is not None]
+    fig.add_trace(go.Scatter(x=[r["teacher_seconds"] for r in live], y=[r["teacher_return"] for r in live],
+                             mode="lines+markers", name="teacher (training)", line=dict(color="black")), 1, 1)
+    names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/return") and k != "teacher_return"})
+    for name in names:
+        color = STUDENT_COLORS.get(name)
+        pts = [(r[f"{name}/seconds"], r[f"{name}/return"]) for r in rows if r.get(f"{name}/return") is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 name=f"{name} real-time", line=dict(color=color)), 1, 1)
+        seq = [(r[f"{name}/seq_seconds"], r[f"{name}/seq_return"]) for r in rows if f"{name}/seq_return" in r]
+        if seq:
+            fig.add_trace(go.Scatter(x=[p[0] for p in seq], y=[p[1] for p in seq], mode="lines+markers",
+                                     name=f"{name} sequential", line=dict(color=color, dash="dash")), 1, 1)
+        gap = [(r["teacher_seconds"], r["teacher_return"] - r[f"{name}/return"]) for r in live
+               if r.get(f"{name}/return") is not None]
+        fig.add_trace(go.Bar(x=[p[0] for p in gap], y=[p[1] for p in gap], name=f"gap {name}",
+                             marker_color=color, showlegend=False), 2, 1)
+    if card:
+        fig.add_hline(y=card["target_return"], line_dash="dot", line_color="gray", row=1, col=1,
+                      annotation_text=f"{100 * card['threshold']:.0f}% of final teacher")
+        fig.add_vline(x=card["teacher"]["teacher_seconds"], line_dash="dot", line_color="black", row=1, col=1,
+                      annotation_text="teacher done")
+    fig.update_xaxes(title_text="wall-clock seconds (evaluation time left out)", row=2, col=1)
+    fig.update_layout(title=title, height=560, template="plotly_white", barmode="group",
+                      margin=dict(t=60, b=50, l=50, r=10))
+    return fig
+
+
+def multitask_figure(card: dict, title: str = "One student, many games: % of each game's own teacher") -> go.Figure:
+    """Bars per game (% of its teacher, same eval seeds), a line at 100% and the geometric mean."""
+    games = list(card["per_game"])
+    pct = [card["per_game"][g]["pct_of_teacher"] for g in games]
+    text = [f"{card['per_game'][g]['return_mean']:.1f} / {card['per_game'][g]['teacher_return_mean']:.1f}" for g in games]
+    fig = go.Figure(go.Bar(x=[g.split("/")[-1] for g in games], y=pct, text=text, textposition="outside",
+                           marker_color="#1f77b4", name="% of teacher", hovertemplate="%{x}: %{y:.1f}%<extra></extra>"))
+    fig.add_hline(y=100, line_dash="dot", line_color="gray", annotation_text="teacher")
+    if card.get("geomean_pct_of_teacher") is not None:
+        fig.add_hline(y=card["geomean_pct_of_teacher"], line_color="#d62728",
+                      annotation_text=f"geometric mean {card['geomean_pct_of_teacher']:.1f}%")
+    fig.update_layout(title=f"{title}<br><sup>student {card['params']:,} params = "
+                            f"{100 * card['compression']:.1f}% of its teachers' {card['teachers_params_sum']:,}</sup>",
+                      yaxis_title="% of teacher (student / teacher return)", template="plotly_white", height=420)
+    return fig

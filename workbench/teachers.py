@@ -42,6 +42,38 @@ def list_teachers():
     return pd.DataFrame(rows)
 
 
+SHIPPED_FILES = ("card.json", "config.json", "metrics.jsonl", "model.safetensors")
+MINATAR_DQN_NOTE = ("The MinAtar paper's DQN figure (Young & Tian 2019) could not be retrieved on this machine "
+                    "(no paper downloads; not in the searchable corpus), so it is not quoted here.")
+
+
+def ship(run: str | Path, name: str, how_trained: str, source: str = "workbench train") -> Path:
+    """Copy a finished run into ``data/teachers/<name>``: weights, config, curve and card, never its resume
+    checkpoint. The card gains ``source`` and ``how_trained``; it already holds the 30-episode evaluation."""
+    import shutil
+
+    from .runs import atomic_write_json, load_policy
+
+    run = Path(run)
+    if not (run / "card.json").exists():
+        raise FileNotFoundError(f"{run} has no card.json: finish the run first (workbench train ... --resume)")
+    load_policy(run)  # fails on a corrupt or foreign model before anything is copied
+    card = json.loads((run / "card.json").read_text())
+    if card.get("return_n", 0) < 30:
+        raise ValueError(f"{run} was evaluated on {card.get('return_n')} episodes; ship teachers with at least 30")
+    dest = TEACHERS_DIR / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in SHIPPED_FILES:
+        if f != "card.json":
+            shutil.copyfile(run / f, dest / f)
+    card.update(source=source, how_trained=how_trained)
+    if card["env_id"].startswith("MinAtar/"):
+        card.setdefault("minatar_paper_dqn", None)
+        card.setdefault("minatar_paper_dqn_note", MINATAR_DQN_NOTE)
+    atomic_write_json(dest / "card.json", card)
+    return dest
+
+
 def demo(out: str = "reports/tour.html") -> int:
     """The main job: run the tour notebook on the shipped default teacher as a report; print teacher vs student."""
     from .report import report
