@@ -21,6 +21,8 @@ CASES = {
     "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
                                   "eval_points": 3}, 2),
     "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
+    "10_reproduce_policy_distillation": ({"results_csv": "", "preset": "smoke", "teachers": ["cartpole"],
+                                          "nets": ["tiny"], "losses": ["kl"], "seeds": [0]}, 1),
 }
 
 
@@ -47,7 +49,8 @@ def test_notebook_runs_headless_a(name, tmp_path):
 
 
 @pytest.mark.xdist_group("notebooks-b")
-@pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance", "06_multitask_distillation"])
+@pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance", "06_multitask_distillation",
+                                  "10_reproduce_policy_distillation"])
 def test_notebook_runs_headless_b(name, tmp_path):
     _run_case(name, tmp_path)
 

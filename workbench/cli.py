@@ -1,4 +1,5 @@
-"""The `workbench` command: doctor, train, evaluate, distill, distill-realtime, distill-multitask, sweep, teachers, bench, report, demo."""
+"""The `workbench` command: doctor, train, evaluate, distill, distill-realtime, distill-multitask, sweep,
+reproduce, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -124,6 +125,19 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    _threads(args.threads)
+    from .reproduce import load_config, reproduce, wide
+
+    config = load_config(args.config, teachers=args.teachers, nets=args.nets, losses=args.losses, seeds=args.seeds)
+    _, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus)
+    for loss in config["losses"]:
+        print(f"\n% of teacher, {loss} (mean over seeds; geometric mean over games):")
+        print(wide(table, loss).round(1).to_string())
+    print(f"\nwrote {Path(args.out) / 'rusu_table.csv'}, results.csv and compression.html")
+    return 0
+
+
 def cmd_teachers(args) -> int:
     from .teachers import list_teachers
 
@@ -223,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
     s.add_argument("--tau", type=float, default=0.01)
     s.add_argument("--updates-per-state", type=float, default=None,
-                   help="student updates per state the teacher collects (default 1/32: replay ratio 8 at batch 256)")
+                   help="student updates per state the teacher collects (default 1/128: replay ratio 2 at batch 256)")
     s.add_argument("--recompute", action="store_true", help="relabel every student minibatch with the latest teacher")
     s.add_argument("--no-sequential", action="store_true", help="skip the train-then-distill baseline")
     s.add_argument("--eval-points", type=int, default=None)
@@ -262,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("reproduce", help="Rusu et al.'s compression table on the shipped teachers (a resumable sweep)")
+    s.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "data" / "results" / "rusu_sweep.json"),
+                   help="sweep config (default: data/results/rusu_sweep.json)")
+    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
+    s.add_argument("--teachers", nargs="+", default=None, help="override the config's teachers")
+    s.add_argument("--nets", nargs="+", default=None)
+    s.add_argument("--losses", nargs="+", default=None, choices=("nll", "mse", "kl"))
+    s.add_argument("--seeds", nargs="+", type=int, default=None)
+    s.add_argument("--engine", choices=("local", "ray"), default="local")
+    s.add_argument("--address", default=None)
+    s.add_argument("--num-cpus", type=int, default=None)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("teachers", help="list the shipped teachers")
     s.add_argument("--json", action="store_true")

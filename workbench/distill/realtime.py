@@ -58,10 +58,14 @@ class RealtimeConfig:
     batch_size: int = 256
     memory_size: int = 50_000
     """States kept for the students (the teacher's most recent experience)."""
-    updates_per_state: float = 1 / 32
-    """Student updates per state the teacher collects; replay ratio = batch_size x this (8 by default)."""
+    updates_per_state: float = 1 / 128
+    """Student updates per state the teacher collects; replay ratio = batch_size x this (2 by default).
+    Measured on CartPole (runs/realtime/cartpole-ups*): 1/128 reached 95% of the final teacher as soon as 1/32
+    did, for a third of the students' time."""
     recompute: bool = False
-    """Relabel each sampled minibatch with the latest teacher (True) or keep the labels made on arrival."""
+    """Relabel each sampled minibatch with the latest teacher (True) or keep the labels made on arrival.
+    Measured on CartPole: recomputing copies the final teacher more closely (agreement 0.998 vs 0.94-0.96) but
+    costs 2.2x the students' time and did not reach 95% sooner."""
     eval_points: int = 20
     """Students and teacher are evaluated this many times over the teacher's training."""
     eval_episodes: int = 10

@@ -1,0 +1,54 @@
+"""The Rusu table: config, sweep-backed reproduction (resumable), and the table's arithmetic."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.cli import main
+from workbench.reproduce import CONFIG, RUSU_GEOMEAN, load_config, reproduce, rusu_table, wide
+from workbench.teachers import TEACHERS_DIR
+
+RESULTS = Path(CONFIG).parent / "rusu_results.csv"
+
+
+def test_config_covers_every_shipped_teacher_and_rusus_sizes():
+    config = load_config()
+    assert config["teachers"] == sorted(p.parent.name for p in TEACHERS_DIR.glob("*/card.json"))
+    assert config["nets"] == ["net1", "net2", "net3", "tiny"] and config["losses"] == ["nll", "mse", "kl"]
+    assert config["tau"] == 0.01 and config["seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown losses"):
+        load_config(losses=["hinge"])
+
+
+def test_table_geometric_means_are_over_games_and_carry_rusus_figures():
+    table = rusu_table(pd.read_csv(RESULTS, dtype={"beta": str}))
+    games = table[table["game"] != "geometric mean"]
+    for (net, loss), rows in games.groupby(["student_net", "loss"]):
+        geo = table[(table["game"] == "geometric mean") & (table["student_net"] == net) & (table["loss"] == loss)]
+        expected = math.exp(sum(math.log(max(v, 1.0)) for v in rows["pct_mean"]) / len(rows))
+        assert geo["pct_mean"].iloc[0] == pytest.approx(expected, abs=0.06)  # table rounds to 0.1
+        want, got = (RUSU_GEOMEAN.get(net) if loss == "kl" else None), geo["rusu_dist_kl"].iloc[0]
+        assert (want is None and pd.isna(got)) or got == want
+    w = wide(table, "kl")
+    assert list(w.loc["Rusu et al. 2016 (Atari, Dist-KL)"][["net1", "net2", "net3"]]) == [108.3, 101.7, 83.9]
+    assert {"machine", "runs_wall_seconds", "preset"} <= set(table.columns)
+
+
+def test_committed_table_matches_the_committed_runs():
+    committed = pd.read_csv(Path(CONFIG).parent / "rusu_table.csv")
+    again = rusu_table(pd.read_csv(RESULTS, dtype={"beta": str}))
+    cols = ["game", "student_net", "loss", "pct_mean"]
+    assert committed[cols].equals(again[cols])
+
+
+def test_reproduce_writes_the_table_and_resumes(tmp_path):
+    config = load_config(teachers=["cartpole"], nets=["tiny"], losses=["kl"], seeds=[0])
+    results, table = reproduce(config, tmp_path, "smoke")
+    assert (tmp_path / "rusu_table.csv").exists() and len(results) == 1
+    card = tmp_path / "cartpole" / "tiny-kl-s0" / "card.json"
+    stamp = card.stat().st_mtime_ns
+    assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--losses", "kl",
+                 "--seeds", "0", "--out", str(tmp_path)]) == 0
+    assert card.stat().st_mtime_ns == stamp  # the finished run was skipped, not redone

@@ -1,0 +1,97 @@
+"""Rusu et al. (2016)'s compression table, reproduced on the shipped teachers.
+
+The sweep config (``data/results/rusu_sweep.json``) names the teachers ("shipped": every teacher in
+``data/teachers``), Rusu's student sizes and the 1.7% student, the three losses and the seeds. ``reproduce`` runs
+it as one sweep (finished runs are skipped, so it resumes) and ``rusu_table`` turns the runs into the table:
+% of teacher per game, student size and loss (mean and std over seeds), and the geometric mean over games per
+size and loss, beside Rusu's Dist-KL figures (108.3 / 101.7 / 83.9 for net1 / net2 / net3 over 10 Atari games).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .teachers import TEACHERS_DIR
+
+CONFIG = Path(__file__).resolve().parent.parent / "data" / "results" / "rusu_sweep.json"
+RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
+TARGETS = {"net3": 100.0, "tiny": 95.0}
+
+
+def load_config(path: str | Path = CONFIG, **overrides) -> dict:
+    """The sweep config, with ``teachers: "shipped"`` resolved to the shipped teachers' names; overrides that
+    are not None replace fields (teachers, nets, losses, seeds)."""
+    config = json.loads(Path(path).read_text())
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    if config["teachers"] == "shipped":
+        config["teachers"] = sorted(p.parent.name for p in TEACHERS_DIR.glob("*/card.json"))
+    unknown = set(config["losses"]) - {"nll", "mse", "kl"}
+    if unknown:
+        raise ValueError(f"unknown losses {sorted(unknown)} in {path}; use nll, mse, kl")
+    return config
+
+
+def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str = "local", **sweep_kwargs):
+    """Run the sweep into ``out``; write ``out/rusu_table.csv`` and return (results, table)."""
+    from .sweep import sweep
+
+    t0 = time.time()
+    results = sweep(config["teachers"], config["nets"], config["losses"], config["seeds"], out, preset, engine,
+                    overrides={"tau": config["tau"]}, **sweep_kwargs)
+    table = rusu_table(results, preset=preset, wall_seconds=time.time() - t0)
+    table.to_csv(Path(out) / "rusu_table.csv", index=False)
+    return results, table
+
+
+def _geomean(values) -> float:
+    vals = [max(float(v), 1.0) for v in values if v is not None and not math.isnan(v)]
+    return float(math.exp(np.mean(np.log(vals)))) if vals else float("nan")
+
+
+def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float | None = None) -> pd.DataFrame:
+    """Long table: one row per game (and "geometric mean") x student size x loss, with % of teacher mean/std
+    over seeds, the size as a share of the teacher, Rusu's figure where he has one, the machine and the sweep's
+    run time (the sum of the runs' wall seconds, and the sweep's own wall time where given)."""
+    df = results.copy()
+    df["game"] = df["env_id"].str.split("/").str[-1]
+    g = (df.groupby(["game", "student_net", "loss"])
+           .agg(pct_mean=("pct_of_teacher", "mean"), pct_std=("pct_of_teacher", "std"), seeds=("seed", "nunique"),
+                compression=("compression", "mean"), agreement=("agreement", "mean"),
+                teacher_return=("teacher_return_mean", "mean"))
+           .reset_index())
+    geo = (g.groupby(["student_net", "loss"])
+             .agg(pct_mean=("pct_mean", _geomean), compression=("compression", "mean"), seeds=("seeds", "min"))
+             .reset_index().assign(game="geometric mean"))
+    table = pd.concat([g, geo], ignore_index=True)
+    table["rusu_dist_kl"] = [RUSU_GEOMEAN.get(n) if game == "geometric mean" and loss == "kl" else None
+                             for game, n, loss in zip(table["game"], table["student_net"], table["loss"])]
+    from .runs import machine
+
+    m = machine()
+    table["preset"] = preset
+    table["machine"] = f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}"
+    table["runs_wall_seconds"] = round(float(results["wall_seconds"].sum()), 1)
+    table["sweep_wall_seconds"] = None if wall_seconds is None else round(wall_seconds, 1)
+    order = {n: i for i, n in enumerate(["teacher", "net1", "net2", "net3", "tiny"])}
+    table["_o"] = [(game == "geometric mean", game, order.get(n, 9), loss)
+                   for game, n, loss in zip(table["game"], table["student_net"], table["loss"])]
+    return table.sort_values("_o").drop(columns="_o").reset_index(drop=True).round(
+        {"pct_mean": 1, "pct_std": 1, "compression": 4, "agreement": 4, "teacher_return": 2})
+
+
+def wide(table: pd.DataFrame, loss: str = "kl") -> pd.DataFrame:
+    """% of teacher, games x student sizes, for one loss; Rusu's Dist-KL geometric means as the last row."""
+    t = table[table["loss"] == loss]
+    w = t.pivot(index="game", columns="student_net", values="pct_mean")
+    w = w[[c for c in ("net1", "net2", "net3", "tiny") if c in w.columns]]
+    games = [g for g in w.index if g != "geometric mean"] + (["geometric mean"] if "geometric mean" in w.index else [])
+    w = w.loc[games]
+    if loss == "kl":
+        w.loc["Rusu et al. 2016 (Atari, Dist-KL)"] = [RUSU_GEOMEAN.get(c, np.nan) for c in w.columns]
+    return w
