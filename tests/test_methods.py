@@ -162,3 +162,13 @@ def test_multitask_refuses_teachers_that_cannot_share_a_student(tmp_path):
     with pytest.raises(ValueError, match="same game"):
         distill_multitask(multitask_config("smoke", ["minatar-breakout", "minatar-breakout"]), tmp_path / "b",
                           progress_bar=False)
+
+
+def test_realtime_hangs_students_on_a_dqn_teacher_too(tmp_path):
+    config = RealtimeConfig(env_id="CartPole-v1", algo="dqn", preset="smoke", teacher_steps=2_000, eval_points=2,
+                            eval_episodes=2, final_eval_episodes=3, students=("tiny",), sequential=False,
+                            updates_per_state=1 / 16, batch_size=32)
+    card = realtime_distill(config, tmp_path / "run", progress_bar=False)
+    assert card["teacher_algo"] == "dqn" and card["students"]["tiny"]["updates"] > 0
+    assert "time_to_95_sequential" not in card["students"]["tiny"]  # no baseline was asked for
+    assert json.loads((tmp_path / "run" / "teacher" / "card.json").read_text())["kind"] == "q"
