@@ -66,6 +66,19 @@ def test_realtime_card_times_both_clocks_and_the_baseline(realtime_run):
         realtime_distill(RealtimeConfig(env_id="CartPole-v1", preset="smoke"), out, progress_bar=False)
 
 
+def test_time_to_threshold_uses_the_final_teacher_on_the_points_own_seeds():
+    from workbench.distill.realtime import times_to_threshold
+
+    rows = [{"phase": "realtime", "teacher_seconds": 10, "teacher_return": 4.0, "a/return": 5.0, "a/seconds": 12},
+            {"phase": "realtime", "teacher_seconds": 20, "teacher_return": 10.0, "a/return": 9.4, "a/seconds": 23},
+            {"phase": "realtime", "teacher_seconds": 30, "teacher_return": 10.0, "a/return": 9.6, "a/seconds": 34},
+            {"phase": "sequential", "a/seq_seconds": 40, "a/seq_return": 8.0},
+            {"phase": "sequential", "a/seq_seconds": 45, "a/seq_return": 9.5}]
+    t = times_to_threshold(rows)
+    assert t["target_return"] == pytest.approx(9.5)  # 95% of the last realtime teacher evaluation
+    assert t["a"] == {"time_to_95_realtime": 34, "time_to_95_sequential": 45, "speedup": pytest.approx(34 / 45)}
+
+
 def test_state_memory_keeps_the_newest_states_with_their_labels():
     m = StateMemory(5, (2,), np.float32, 3)
     for i in range(3):  # 9 states into 5 slots

@@ -69,6 +69,7 @@ class RealtimeConfig:
     eval_points: int = 20
     """Students and teacher are evaluated this many times over the teacher's training."""
     eval_episodes: int = 10
+    """Episodes per evaluation point, at most 10: the sequential baseline's points use the same first 10 seeds."""
     final_eval_episodes: int = 30
     eval_seed: int = 10_000
     tail_updates: int = 4_000
@@ -116,6 +117,25 @@ def _first_reach(points: list[tuple[float, float]], target: float) -> float | No
     return next((clock for clock, ret in points if ret >= target), None)
 
 
+def times_to_threshold(rows: list[dict], threshold: float = 0.95) -> dict:
+    """From a real-time run's metrics rows: the target (``threshold`` x the final teacher's return on the
+    evaluation points' own seeds) and, per student, the first reading at or above it on each clock, and their ratio.
+
+    The target comes from the same episodes as the points it is compared with: a 30-episode final mean against
+    10-episode points would make a student that plays exactly like its teacher miss by noise alone."""
+    live = [r for r in rows if r.get("phase") == "realtime" and r.get("teacher_return") is not None]
+    target = threshold * live[-1]["teacher_return"]
+    names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/return") and k != "teacher_return"})
+    out: dict = {"target_return": target}
+    for name in names:
+        rt = _first_reach([(r[f"{name}/seconds"], r[f"{name}/return"]) for r in rows if f"{name}/return" in r], target)
+        seq = _first_reach([(r[f"{name}/seq_seconds"], r[f"{name}/seq_return"]) for r in rows
+                            if f"{name}/seq_return" in r], target)
+        out[name] = {"time_to_95_realtime": rt, "time_to_95_sequential": seq,
+                     "speedup": rt / seq if rt and seq else None}
+    return out
+
+
 def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool = True, callback=None) -> dict:
     """Train a teacher with students distilling from it as it learns; writes ``out`` and returns its card.
 
@@ -134,6 +154,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
                               "and cannot be resumed separately; delete it or choose another --out")
     if config.algo not in ("ppo", "dqn"):
         raise ValueError(f"unknown teacher algorithm {config.algo!r}; choose ppo or dqn")
+    if not 1 <= config.eval_episodes <= 10:
+        raise ValueError(f"eval_episodes must be 1 to 10 (the baseline's points use 10 seeds), got {config.eval_episodes}")
     seed_everything(config.seed)
     make_teacher_config, train = (ppo_config, train_ppo) if config.algo == "ppo" else (dqn_config, train_dqn)
     t_config = make_teacher_config(config.preset, config.env_id, seed=config.seed, width=config.teacher_width,
@@ -212,9 +234,9 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     t_card = train(t_config, out / "teacher", progress_bar=progress_bar, observer=observe)
     teacher_total = teacher_seconds()
     teacher, _, _ = load_teacher(str(out / "teacher"))
-    target = config.threshold * t_card["return_mean"]
     step = t_card["env_steps"]
     last = log_point(step, teacher, "realtime")
+    target = config.threshold * last["teacher_return"]  # the final teacher on the points' own seeds
 
     # -- tail: students not yet at the threshold go on learning from the final teacher -----------------------
     chunk = max(1, config.tail_updates // 10)
@@ -234,7 +256,6 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     rows = run.read_metrics_rows()
     results = {}
     for s in students:
-        rt_points = [(r[f"{s.name}/seconds"], r[f"{s.name}/return"]) for r in rows if f"{s.name}/return" in r]
         save_policy(out / "students" / s.name / "model.safetensors", s.policy, env_id=spec.env_id,
                     algo="realtime-distill", teacher=str(out / "teacher"))
         final = evaluate(s.policy, spec.env_id, config.final_eval_episodes, config.eval_seed, spec.settings)
@@ -244,7 +265,6 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
             "pct_of_teacher": 100.0 * final.mean / t_card["return_mean"] if t_card["return_mean"] else None,
             "agreement": agreement(s.policy, teacher, heldout_obs, 1.0)["agreement"],
             "updates": s.updates, "student_seconds": round(s.seconds, 1),
-            "time_to_95_realtime": _first_reach(rt_points, target),
         }
         if config.sequential:
             seq_points: list[tuple[float, float]] = []
@@ -263,20 +283,19 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
             for clock_s, ret in seq_points:
                 run.log(step, phase="sequential", **{f"{s.name}/seq_seconds": clock_s,
                                                      f"{s.name}/seq_return": ret})
-            seq_95 = _first_reach(seq_points, target)
             res.update({"sequential_return_mean": d_card["return_mean"],
-                        "sequential_pct_of_teacher": d_card["pct_of_teacher"],
-                        "time_to_95_sequential": seq_95,
-                        "speedup": (res["time_to_95_realtime"] / seq_95
-                                    if res["time_to_95_realtime"] and seq_95 else None)})
+                        "sequential_pct_of_teacher": d_card["pct_of_teacher"]})
         results[s.name] = res
+    times = times_to_threshold(run.read_metrics_rows(), config.threshold)
+    for name, res in results.items():
+        res.update({k: v for k, v in times[name].items() if config.sequential or k == "time_to_95_realtime"})
 
     card = {
         "env_id": spec.env_id, "algo": "realtime-distill", "teacher_algo": config.algo, "seed": config.seed,
         "teacher": {"run": str(out / "teacher"), "params": teacher.n_params, "return_mean": t_card["return_mean"],
                     "return_std": t_card["return_std"], "env_steps": t_card["env_steps"],
                     "teacher_seconds": round(teacher_total, 1)},
-        "threshold": config.threshold, "target_return": target, "students": results,
+        "threshold": config.threshold, "target_return": times["target_return"], "students": results,
         "loss": config.loss, "tau": config.tau, "updates_per_state": config.updates_per_state,
         "recompute": config.recompute, "wall_seconds": round(time.time() - clock["start"], 1),
         "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
