@@ -317,3 +317,18 @@ def speedup_table(card: dict):
                      "s to 95% sequential": r.get("time_to_95_sequential"),
                      "ratio": r.get("speedup")})
     return pd.DataFrame(rows).round(3)
+
+
+def benchmark_rows(run_dir: str | Path) -> list[dict]:
+    """One row per student of a finished real-time run, times recomputed from its metrics (so a threshold or a
+    fix to the timing applies to old runs too): the clocks, the ratio, sizes and final % of teacher."""
+    run = Run(run_dir)
+    card, rows = run.card, run.read_metrics_rows()
+    times = times_to_threshold(rows, card.get("threshold", 0.95))
+    return [{"env_id": card["env_id"], "teacher_algo": card["teacher_algo"], "teacher_steps": card["teacher"]["env_steps"],
+             "teacher_return": card["teacher"]["return_mean"], "teacher_seconds": card["teacher"]["teacher_seconds"],
+             "student": name, "params": r["params"], "compression": r["compression"],
+             "updates_per_state": card["updates_per_state"], "recompute": card["recompute"],
+             "target_return": times["target_return"], "pct_of_teacher_realtime": r["pct_of_teacher"],
+             "pct_of_teacher_sequential": r.get("sequential_pct_of_teacher"), "student_seconds": r["student_seconds"],
+             **times[name], "run": str(run_dir)} for name, r in card["students"].items()]
