@@ -17,8 +17,8 @@ Clocks, all measured in one run:
 
 ``time_to_95`` is the first clock reading at which a student returns at least 95% of the final teacher's
 return; ``speedup`` is real-time over sequential (Sun & Fazli: half or less). If a real-time student is not
-there when the teacher stops, it goes on learning from the final teacher on the stored states (the ``tail``)
-until it is, or until the tail's update budget is spent.
+there when the teacher stops, it goes on learning from the final teacher on the stored states, relabelled by
+that teacher once (the ``tail``), until it is, or until the tail's update budget is spent.
 """
 
 from __future__ import annotations
@@ -173,6 +173,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     clock = {"start": time.time(), "students": 0.0, "eval": 0.0, "next_eval": every}
 
     def teacher_seconds() -> float:
+        if "teacher_done" in clock:  # after the teacher stops its clock stands still
+            return clock["teacher_done"]
         return time.time() - clock["start"] - clock["students"] - clock["eval"]
 
     def student_step(s: _Student, teacher) -> None:
@@ -232,7 +234,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
                 clock["next_eval"] += every
 
     t_card = train(t_config, out / "teacher", progress_bar=progress_bar, observer=observe)
-    teacher_total = teacher_seconds()
+    teacher_total = clock["teacher_done"] = teacher_seconds()
     teacher, _, _ = load_teacher(str(out / "teacher"))
     step = t_card["env_steps"]
     last = log_point(step, teacher, "realtime")
@@ -240,7 +242,15 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
 
     # -- tail: students not yet at the threshold go on learning from the final teacher -----------------------
     chunk = max(1, config.tail_updates // 10)
-    for s in students:
+    lagging = [s for s in students if last[f"{s.name}/return"] < target]
+    if lagging:  # the stored labels are older teachers': the final teacher relabels the memory once
+        t0 = time.time()
+        with torch.no_grad():
+            for start in range(0, memory.size, 4_096):
+                memory.labels[start:start + 4_096] = teacher.logits(memory.states[start:start + 4_096]).numpy()
+        for s in lagging:
+            s.seconds += (time.time() - t0) / len(lagging)
+    for s in lagging:
         done = 0
         while last[f"{s.name}/return"] < target and done < config.tail_updates:
             t0 = time.time()
