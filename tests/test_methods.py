@@ -8,11 +8,11 @@ import torch
 
 from workbench.cli import main
 from workbench.distill.loop import load_teacher, teacher_states
-from workbench.distill.multitask import (distill_multitask, geometric_mean_pct, load_multitask, multitask_config,
+from workbench.distill.multitask import (build_student, distill_multitask, load_multitask, multitask_config,
                                          save_multitask)
 from workbench.distill.realtime import RealtimeConfig, StateMemory, realtime_distill, speedup_table
 from workbench.envs import make_env
-from workbench.evaluate import agreement, evaluate
+from workbench.evaluate import agreement, evaluate, geometric_mean_pct
 from workbench.nets import build, preset_spec
 from workbench.runs import CheckpointError
 from workbench.trace import record_trace
@@ -128,16 +128,11 @@ def test_multitask_student_has_a_head_per_game_and_reports_each(multitask_run):
     # Learned from the Breakout teacher: agrees with it far above an untrained student.
     teacher, _, bspec = load_teacher("minatar-breakout")
     obs, _ = teacher_states(teacher, bspec, 1_000, 3, 0.0)
-    untrained = build_untrained(config, second_teacher_path=config.teachers[1])
+    untrained = build_student(teachers=[t for t, _, _ in map(load_teacher, config.teachers)],
+                              specs=[s for _, _, s in map(load_teacher, config.teachers)], width=1.0, head_units=128,
+                              seed=123)
     assert (agreement(student.view(0), teacher, obs)["agreement"]
             > agreement(untrained.view(0), teacher, obs)["agreement"] + 0.1)
-
-
-def build_untrained(config, second_teacher_path):
-    from workbench.distill.multitask import build_student
-
-    loaded = [load_teacher(t) for t in config.teachers]
-    return build_student([t for t, _, _ in loaded], [s for _, _, s in loaded], 1.0, 128, seed=123)
 
 
 def test_fewer_channels_are_padded_with_zero_channels(multitask_run):
@@ -185,3 +180,16 @@ def test_realtime_hangs_students_on_a_dqn_teacher_too(tmp_path):
     assert card["teacher_algo"] == "dqn" and card["students"]["tiny"]["updates"] > 0
     assert "time_to_95_sequential" not in card["students"]["tiny"]  # no baseline was asked for
     assert json.loads((tmp_path / "run" / "teacher" / "card.json").read_text())["kind"] == "q"
+
+
+def test_multitask_resumes_from_its_checkpoint(tmp_path, second_teacher):
+    teachers = ["minatar-breakout", second_teacher]
+    distill_multitask(multitask_config("smoke", teachers, steps_per_game=256), tmp_path, progress_bar=False)
+    first = json.loads((tmp_path / "checkpoint.json").read_text())
+    card = distill_multitask(multitask_config("smoke", teachers, steps_per_game=512), tmp_path, resume=True,
+                             progress_bar=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in rows if r["segment"] == 1]
+    # It went on from the checkpoint's step and update count instead of starting over.
+    assert resumed and all(r["step"] > first["step"] for r in resumed)
+    assert resumed[0]["charts/updates"] > first["updates"] and card["env_steps_per_game"] == 512

@@ -7,6 +7,7 @@ and the actions, the same game until their actions differ).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,13 @@ class EvalResult:
     def summary(self, prefix: str = "return") -> dict:
         return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_n": int(len(self.returns)),
                 "episode_length_mean": float(np.mean(self.lengths))}
+
+
+def geometric_mean_pct(pcts) -> float | None:
+    """Geometric mean of "% of teacher" figures over games (Rusu's summary). Each is floored at 1% so that one
+    game at zero does not zero the mean; missing values (None, NaN) are left out."""
+    vals = [max(float(p), 1.0) for p in pcts if p is not None and not math.isnan(float(p))]
+    return float(math.exp(np.mean(np.log(vals)))) if vals else None
 
 
 @torch.no_grad()

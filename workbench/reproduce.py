@@ -10,13 +10,14 @@ size and loss, beside Rusu's Dist-KL figures (108.3 / 101.7 / 83.9 for net1 / ne
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .evaluate import geometric_mean_pct
+from .runs import atomic_write_bytes
 from .teachers import TEACHERS_DIR
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "results" / "rusu_sweep.json"
@@ -45,13 +46,8 @@ def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str =
     results = sweep(config["teachers"], config["nets"], config["losses"], config["seeds"], out, preset, engine,
                     overrides={"tau": config["tau"]}, **sweep_kwargs)
     table = rusu_table(results, preset=preset, wall_seconds=time.time() - t0)
-    table.to_csv(Path(out) / "rusu_table.csv", index=False)
+    atomic_write_bytes(Path(out) / "rusu_table.csv", table.to_csv(index=False).encode())
     return results, table
-
-
-def _geomean(values) -> float:
-    vals = [max(float(v), 1.0) for v in values if v is not None and not math.isnan(v)]
-    return float(math.exp(np.mean(np.log(vals)))) if vals else float("nan")
 
 
 def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float | None = None) -> pd.DataFrame:
@@ -66,7 +62,7 @@ def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float 
                 teacher_return=("teacher_return_mean", "mean"))
            .reset_index())
     geo = (g.groupby(["student_net", "loss"])
-             .agg(pct_mean=("pct_mean", _geomean), compression=("compression", "mean"), seeds=("seeds", "min"))
+             .agg(pct_mean=("pct_mean", geometric_mean_pct), compression=("compression", "mean"), seeds=("seeds", "min"))
              .reset_index().assign(game="geometric mean"))
     table = pd.concat([g, geo], ignore_index=True)
     table["rusu_dist_kl"] = [RUSU_GEOMEAN.get(n) if game == "geometric mean" and loss == "kl" else None

@@ -146,15 +146,21 @@ def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> 
     return obs_N, teacher.logits(obs_N)
 
 
-def student_update(student, optimizer, loss_fn, memory: ReplayMemory, batch_size: int,
-                   rng: np.random.Generator) -> float:
-    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
-    obs_B, extras = memory.sample_states(batch_size, rng)
-    loss = loss_fn(student.logits(obs_B), extras["teacher"])
+def fit(optimizer, loss_fn, student_logits: torch.Tensor, teacher_out: torch.Tensor) -> float:
+    """One gradient step of the distillation loss on a minibatch; returns the loss. Every loop (single-game,
+    real-time, multi-task) steps its student through here."""
+    loss = loss_fn(student_logits, teacher_out)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def student_update(student, optimizer, loss_fn, memory: ReplayMemory, batch_size: int,
+                   rng: np.random.Generator) -> float:
+    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
+    obs_B, extras = memory.sample_states(batch_size, rng)
+    return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
 
 
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,13 @@ from torch import nn
 from ..agents.common import check_out, progress, rng_state, seed_everything, set_rng_state, with_preset
 from ..collect import Collector
 from ..envs import make_env
-from ..evaluate import agreement, evaluate
+from ..evaluate import agreement, evaluate, geometric_mean_pct
 from ..memory import ReplayMemory
 from ..nets import NetSpec, Policy, _trunk, make_spec
 from ..runs import (CheckpointError, Run, _atomic_save_arrays, _read_safetensors, load_optimizer_arrays, machine,
                     optimizer_arrays, set_torch_rng_state, torch_rng_state)
 from .losses import get_loss
-from .loop import load_teacher, teacher_states
+from .loop import fit, load_teacher, teacher_states
 
 FORMAT = "workbench-multitask/1"
 
@@ -131,11 +130,6 @@ def load_multitask(path: str | Path) -> MultiTaskStudent:
         raise CheckpointError(f"{path}: weights do not match the network its metadata describes")
     student.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
     return student
-
-
-def geometric_mean_pct(pcts: list[float | None]) -> float | None:
-    vals = [max(p, 1.0) for p in pcts if p is not None]
-    return float(math.exp(np.mean(np.log(vals)))) if vals else None
 
 
 @dataclass(frozen=True)
@@ -259,11 +253,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
 
     def update(g: int) -> None:
         obs_B, extras = games[g]["memory"].sample_states(config.batch_size, rng)
-        loss = loss_fn(student.logits(obs_B, g), extras["teacher"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        games[g]["losses"].append(loss.item())
+        games[g]["losses"].append(fit(optimizer, loss_fn, student.logits(obs_B, g), extras["teacher"]))
 
     t0, owed, filled = time.time(), 0.0, 0
     next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
@@ -287,11 +277,10 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         if step >= next_log or done:
             row = {"wall_seconds": round(wall, 2), "charts/updates": updates}
             for game in games:
-                short = game["spec"].env_id
-                view = student.view(short)
+                env_id = game["spec"].env_id
                 obs_N, _ = game["held"]
-                row[f"{short}/loss"] = float(np.mean(game["losses"])) if game["losses"] else None
-                row[f"{short}/agreement"] = agreement(view, game["teacher"], obs_N, tau)["agreement"]
+                row[f"{env_id}/loss"] = float(np.mean(game["losses"])) if game["losses"] else None
+                row[f"{env_id}/agreement"] = agreement(student.view(env_id), game["teacher"], obs_N, tau)["agreement"]
                 game["losses"] = []
             run.log(step, **row)
             if callback:

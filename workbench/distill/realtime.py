@@ -37,7 +37,7 @@ from ..evaluate import agreement, evaluate
 from ..nets import build, preset_spec
 from ..runs import Run, machine, save_policy
 from .losses import get_loss
-from .loop import distill, distill_config, load_teacher, teacher_states
+from .loop import distill, distill_config, fit, load_teacher, teacher_states
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         if config.recompute:
             with torch.no_grad():
                 labels_BA = teacher.logits(obs_B)
-        loss = loss_fn(s.policy.logits(obs_B), labels_BA)
-        s.optimizer.zero_grad()
-        loss.backward()
-        s.optimizer.step()
-        s.losses.append(loss.item())
+        s.losses.append(fit(s.optimizer, loss_fn, s.policy.logits(obs_B), labels_BA))
         s.updates += 1
 
     def log_point(step: int, teacher, phase: str) -> dict:
