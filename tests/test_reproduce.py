@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench.cli import main
-from workbench.reproduce import CONFIG, RUSU_GEOMEAN, load_config, reproduce, rusu_table, wide
+from workbench.reproduce import CONFIG, RUSU_GEOMEAN, commit_results, load_config, reproduce, rusu_table, wide
 from workbench.teachers import TEACHERS_DIR
 
 RESULTS = Path(CONFIG).parent / "rusu_results.csv"
@@ -52,3 +52,24 @@ def test_reproduce_writes_the_table_and_resumes(tmp_path):
     assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--losses", "kl",
                  "--seeds", "0", "--out", str(tmp_path)]) == 0
     assert card.stat().st_mtime_ns == stamp  # the finished run was skipped, not redone
+
+
+def test_commit_results_replaces_the_same_run_keeps_the_rest_and_rewrites_the_table(tmp_path):
+    into = tmp_path / "rusu_results.csv"
+    into.write_text(RESULTS.read_text())
+    old = pd.read_csv(into, dtype={"beta": str})
+    redo = old[(old["teacher"] == "cartpole") & (old["student_net"] == "tiny") & (old["loss"] == "kl")].head(1).copy()
+    redo["pct_of_teacher"], redo["run"] = 50.0, "runs/x/tiny-kl-s0"
+    extra = redo.assign(seed=7, pct_of_teacher=60.0)
+    results, table = commit_results(pd.concat([redo, extra]), into)
+    assert len(results) == len(old) + 1 and "run" not in results.columns
+    again = pd.read_csv(into, dtype={"beta": str})
+    mine = again[(again["teacher"] == "cartpole") & (again["student_net"] == "tiny") & (again["loss"] == "kl")]
+    before = old[(old["teacher"] == "cartpole") & (old["student_net"] == "tiny") & (old["loss"] == "kl")]
+    by_seed = mine.set_index("seed")["pct_of_teacher"]
+    assert sorted(by_seed.index) == [0, 1, 2, 7] and by_seed[0] == 50.0 and by_seed[7] == 60.0
+    assert list(by_seed[[1, 2]]) == list(before.set_index("seed")["pct_of_teacher"][[1, 2]])
+    assert mine.set_index("seed").loc[7, "machine"].endswith("1 thread per run")
+    written = pd.read_csv(tmp_path / "rusu_table.csv")
+    row = written[(written["game"] == "CartPole-v1") & (written["student_net"] == "tiny") & (written["loss"] == "kl")]
+    assert row["pct_mean"].iloc[0] == pytest.approx(mine["pct_of_teacher"].mean(), abs=0.06)

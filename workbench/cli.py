@@ -127,14 +127,22 @@ def cmd_sweep(args) -> int:
 
 def cmd_reproduce(args) -> int:
     _threads(args.threads)
-    from .reproduce import load_config, reproduce, wide
+    from .reproduce import commit_results, load_config, reproduce, wide
 
     config = load_config(args.config, teachers=args.teachers, nets=args.nets, losses=args.losses, seeds=args.seeds)
-    _, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus)
+    results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus)
+    if args.commit:
+        if args.preset != "demo":
+            print(f"--commit: the committed table is the demo preset's; not merging a {args.preset} sweep",
+                  file=sys.stderr)
+            return 2
+        _, table = commit_results(results, args.commit, threads=args.threads or 1)
+        print(f"merged {len(results)} runs into {args.commit}; the table below is the merged one")
     for loss in config["losses"]:
         print(f"\n% of teacher, {loss} (mean over seeds; geometric mean over games):")
         print(wide(table, loss).round(1).to_string())
-    print(f"\nwrote {Path(args.out) / 'rusu_table.csv'}, results.csv and compression.html")
+    print(f"\nwrote {Path(args.out) / 'rusu_table.csv'}, results.csv and compression.html"
+          + (f"; {Path(args.commit).parent / 'rusu_table.csv'}" if args.commit else ""))
     return 0
 
 
@@ -289,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None)
     s.add_argument("--num-cpus", type=int, default=None)
     s.add_argument("--out", required=True)
+    s.add_argument("--commit", nargs="?", const=str(Path(__file__).resolve().parent.parent / "data" / "results"
+                                                     / "rusu_results.csv"), default=None, metavar="RESULTS_CSV",
+                   help="merge the runs into the committed results (default data/results/rusu_results.csv) and "
+                        "rewrite rusu_table.csv beside it")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("teachers", help="list the shipped teachers")

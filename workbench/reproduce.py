@@ -21,6 +21,8 @@ from .runs import atomic_write_bytes
 from .teachers import TEACHERS_DIR
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "results" / "rusu_sweep.json"
+RESULTS = CONFIG.parent / "rusu_results.csv"
+KEY = ["teacher", "student_net", "loss", "tau", "beta", "seed"]
 RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
 TARGETS = {"net3": 100.0, "tiny": 95.0}
 
@@ -47,6 +49,27 @@ def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str =
                     overrides={"tau": config["tau"]}, **sweep_kwargs)
     table = rusu_table(results, preset=preset, wall_seconds=time.time() - t0)
     atomic_write_bytes(Path(out) / "rusu_table.csv", table.to_csv(index=False).encode())
+    return results, table
+
+
+def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge a sweep's runs into the committed results (a run of the same teacher, size, loss, tau, beta and seed
+    replaces the old one), stamp each new row with this machine, and rewrite the results and ``rusu_table.csv``
+    beside them atomically. Returns (results, table)."""
+    from .runs import machine
+
+    into = Path(into)
+    m = machine()
+    new = new.drop(columns=["run"], errors="ignore").assign(
+        machine=f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}, "
+                f"{threads} thread{'s' if threads != 1 else ''} per run")
+    old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
+    new = new.astype({"beta": str})
+    keep = ~old.set_index(KEY).index.isin(new.set_index(KEY).index)
+    results = pd.concat([old[keep], new], ignore_index=True).sort_values(KEY, kind="stable").reset_index(drop=True)
+    atomic_write_bytes(into, results.to_csv(index=False).encode())
+    table = rusu_table(results)
+    atomic_write_bytes(into.parent / "rusu_table.csv", table.to_csv(index=False).encode())
     return results, table
 
 
