@@ -186,8 +186,13 @@ def test_multitask_resumes_from_its_checkpoint(tmp_path, second_teacher):
     teachers = ["minatar-breakout", second_teacher]
     distill_multitask(multitask_config("smoke", teachers, steps_per_game=256), tmp_path, progress_bar=False)
     first = json.loads((tmp_path / "checkpoint.json").read_text())
-    card = distill_multitask(multitask_config("smoke", teachers, steps_per_game=512), tmp_path, resume=True,
-                             progress_bar=False)
+    # The second segment through the CLI, with the memory and update rate overridden from the command line.
+    assert main(["distill-multitask", "--teachers", *teachers, "--preset", "smoke", "--steps-per-game", "512",
+                 "--memory-per-game", "800", "--updates-per-step", "2", "--out", str(tmp_path), "--resume",
+                 "--quiet"]) == 0
+    card = json.loads((tmp_path / "card.json").read_text())
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["memory_per_game"] == 800 and saved["updates_per_step"] == 2.0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     resumed = [r for r in rows if r["segment"] == 1]
     # It went on from the checkpoint's step and update count instead of starting over.

@@ -104,7 +104,8 @@ def cmd_distill_multitask(args) -> int:
     from .distill.multitask import distill_multitask, multitask_config, per_game_table
 
     config = multitask_config(args.preset, args.teachers, width=args.width, head_units=args.head_units, loss=args.loss,
-                              tau=args.tau, seed=args.seed, steps_per_game=args.steps_per_game)
+                              tau=args.tau, seed=args.seed, steps_per_game=args.steps_per_game,
+                              memory_per_game=args.memory_per_game, updates_per_step=args.updates_per_step)
     card = distill_multitask(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(per_game_table(card).to_string(index=False))
     print(json.dumps({k: card[k] for k in ("geomean_pct_of_teacher", "params", "teachers_params_sum", "compression",
@@ -264,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tau", type=float, default=0.01)
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--steps-per-game", type=int, default=None, help="override the preset's env steps per game")
+    s.add_argument("--memory-per-game", type=int, default=None, help="override the preset's replay memory per game")
+    s.add_argument("--updates-per-step", type=float, default=None,
+                   help="override the preset's updates per vector step, per game")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--resume", action="store_true")
