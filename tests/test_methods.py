@@ -76,7 +76,9 @@ def test_time_to_threshold_uses_the_final_teacher_on_the_points_own_seeds():
             {"phase": "sequential", "a/seq_seconds": 45, "a/seq_return": 9.5}]
     t = times_to_threshold(rows)
     assert t["target_return"] == pytest.approx(9.5)  # 95% of the last realtime teacher evaluation
-    assert t["a"] == {"time_to_95_realtime": 34, "time_to_95_sequential": 45, "speedup": pytest.approx(34 / 45)}
+    assert t["a"] == {"time_to_95_realtime": 34, "time_to_95_sequential": 45, "speedup": pytest.approx(34 / 45),
+                      "speedup_bound": pytest.approx(20 / 45)}
+    assert t["teacher_time_to_95"] == 20  # the teacher itself first played at the target at 20 s: the floor
 
 
 def test_state_memory_keeps_the_newest_states_with_their_labels():
