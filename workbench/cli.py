@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="student size as Rusu's share of the teacher (default net3, 4%%)")
     s.add_argument("--width", type=float, default=None, help="student width multiplier instead of --preset-net")
     s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
-    s.add_argument("--tau", type=float, default=0.01, help="KL temperature on the teacher (Rusu: 0.01)")
+    s.add_argument("--tau", type=float, default=0.01,
+                   help="KL temperature on the teacher (Rusu: 0.01, for DQN Q-values; a PPO teacher's logits are "
+                        "its policy, and tau 1 copies a stochastic one better: data/results/asterix_tau_probe.csv)")
     s.add_argument("--beta", default="1", help="share of steps the teacher acts: 1, 0, 0.5 or linear:1:0")
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--seed", type=int, default=0)
