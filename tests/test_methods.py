@@ -9,7 +9,7 @@ import torch
 from workbench.cli import main
 from workbench.distill.loop import load_teacher, teacher_states
 from workbench.distill.multitask import (build_student, distill_multitask, load_multitask, multitask_config,
-                                         save_multitask)
+                                         save_multitask, width_for_share)
 from workbench.distill.realtime import RealtimeConfig, StateMemory, realtime_distill, speedup_table
 from workbench.envs import make_env
 from workbench.evaluate import agreement, evaluate, geometric_mean_pct
@@ -200,3 +200,17 @@ def test_multitask_resumes_from_its_checkpoint(tmp_path, second_teacher):
     # It went on from the checkpoint's step and update count instead of starting over.
     assert resumed and all(r["step"] > first["step"] for r in resumed)
     assert resumed[0]["charts/updates"] > first["updates"] and card["env_steps_per_game"] == 512
+
+
+def test_student_share_picks_the_widest_trunk_within_that_share_of_the_teachers():
+    names = ["minatar-breakout", "minatar-freeway"]
+    loaded = [load_teacher(n) for n in names]
+    teachers, specs = [t for t, _, _ in loaded], [s for _, _, s in loaded]
+    total = sum(t.n_params for t in teachers)
+    for share in (0.1, 0.3):
+        width = width_for_share(names, share)
+        size = build_student(teachers, specs, width, 128, 0).n_params
+        assert size <= share * total < build_student(teachers, specs, width + 0.02, 128, 0).n_params
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        width_for_share(names, 1.5)
+    assert main(["distill-multitask", "--teachers", *names, "--student", "0.1", "--width", "2", "--out", "x"]) == 2

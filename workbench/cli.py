@@ -101,8 +101,14 @@ def cmd_distill_realtime(args) -> int:
 
 def cmd_distill_multitask(args) -> int:
     _threads(args.threads)
-    from .distill.multitask import distill_multitask, multitask_config, per_game_table
+    from .distill.multitask import distill_multitask, multitask_config, per_game_table, width_for_share
 
+    if args.student is not None:
+        if args.width is not None:
+            print("give --student (a share of the teachers' params) or --width, not both", file=sys.stderr)
+            return 2
+        args.width = width_for_share(args.teachers, args.student, args.head_units or 128)
+        print(f"--student {args.student}: trunk width {args.width}")
     config = multitask_config(args.preset, args.teachers, width=args.width, head_units=args.head_units, loss=args.loss,
                               tau=args.tau, seed=args.seed, steps_per_game=args.steps_per_game,
                               memory_per_game=args.memory_per_game, updates_per_step=args.updates_per_step)
@@ -261,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("distill-multitask", help="one student for several games, a head per game (Rusu's Multi-Dist)")
     s.add_argument("--teachers", nargs="+", required=True, help="teacher run folders / shipped names, one per game")
+    s.add_argument("--student", type=float, default=None, metavar="SHARE",
+                   help="student size as a share of the teachers' summed params, e.g. 0.25 (picks the trunk width)")
     s.add_argument("--width", type=float, default=None, help="shared trunk width (x the family's base net; default 1)")
     s.add_argument("--head-units", type=int, default=None, help="hidden units of each game's head (Rusu: 128)")
     s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")

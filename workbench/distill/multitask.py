@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,30 @@ def build_student(teachers: list, specs: list, width: float, head_units: int, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MultiTaskStudent(trunk_spec, games, head_units)
+
+
+def width_for_share(teachers, share: float, head_units: int = 128) -> float:
+    """The widest trunk (to 0.01) whose student has at most ``share`` of its teachers' summed params: the size
+    knob in the terms Rusu uses (a student smaller than the teachers it replaces)."""
+    if not 0 < share < 1:
+        raise ValueError(f"student share {share} must lie between 0 and 1 (of the teachers' summed params)")
+    loaded = [load_teacher(t) for t in teachers]
+    ts, specs = [t for t, _, _ in loaded], [s for _, _, s in loaded]
+    budget = share * sum(t.n_params for t in ts)
+
+    def params(width: float) -> int:
+        return build_student(ts, specs, width, head_units, 0).n_params
+
+    lo, hi = 0.01, 1.0
+    if params(lo) > budget:
+        raise ValueError(f"even the narrowest trunk has {params(lo):,} params, over {share:.1%} of the teachers' "
+                         f"{sum(t.n_params for t in ts):,}; ask for a larger share or fewer head units")
+    while params(hi) <= budget:
+        lo, hi = hi, hi * 2
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if params(mid) <= budget else (lo, mid)
+    return max(0.01, math.floor(lo * 100) / 100)  # params grow with width: rounding down stays in budget
 
 
 def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
