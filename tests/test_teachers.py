@@ -13,8 +13,9 @@ from workbench.teachers import TEACHERS_DIR, list_teachers, teacher_path
 SHIPPED = sorted(p.parent.name for p in TEACHERS_DIR.glob("*/card.json"))
 
 
-def test_the_shipped_set_holds_the_minatar_teachers_so_far():
-    assert {"cartpole", "minatar-breakout", "minatar-freeway"} <= set(SHIPPED)
+def test_the_shipped_set_holds_the_five_minatar_teachers():
+    assert {"cartpole", "minatar-asterix", "minatar-breakout", "minatar-freeway", "minatar-seaquest",
+            "minatar-space_invaders"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
