@@ -130,9 +130,8 @@ def test_multitask_student_has_a_head_per_game_and_reports_each(multitask_run):
     # Learned from the Breakout teacher: agrees with it far above an untrained student.
     teacher, _, bspec = load_teacher("minatar-breakout")
     obs, _ = teacher_states(teacher, bspec, 1_000, 3, 0.0)
-    untrained = build_student(teachers=[t for t, _, _ in map(load_teacher, config.teachers)],
-                              specs=[s for _, _, s in map(load_teacher, config.teachers)], width=1.0, head_units=128,
-                              seed=123)
+    loaded = [load_teacher(t) for t in config.teachers]
+    untrained = build_student([t for t, _, _ in loaded], [s for _, _, s in loaded], width=1.0, head_units=128, seed=123)
     assert (agreement(student.view(0), teacher, obs)["agreement"]
             > agreement(untrained.view(0), teacher, obs)["agreement"] + 0.1)
 

@@ -52,6 +52,10 @@ def test_reproduce_writes_the_table_and_resumes(tmp_path):
     assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--losses", "kl",
                  "--seeds", "0", "--out", str(tmp_path)]) == 0
     assert card.stat().st_mtime_ns == stamp  # the finished run was skipped, not redone
+    # Only demo runs go into the committed table; a smoke sweep with --commit is refused before it runs.
+    assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "net1", "--losses", "kl",
+                 "--seeds", "0", "--out", str(tmp_path), "--commit", str(tmp_path / "r.csv")]) == 2
+    assert not (tmp_path / "cartpole" / "net1-kl-s0").exists() and not (tmp_path / "r.csv").exists()
 
 
 def test_commit_results_replaces_the_same_run_keeps_the_rest_and_rewrites_the_table(tmp_path):

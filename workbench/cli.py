@@ -136,13 +136,13 @@ def cmd_reproduce(args) -> int:
     _threads(args.threads)
     from .reproduce import commit_results, load_config, reproduce, wide
 
+    if args.commit and args.preset != "demo":
+        print(f"--commit: the committed table is the demo preset's; run a {args.preset} sweep without --commit",
+              file=sys.stderr)
+        return 2
     config = load_config(args.config, teachers=args.teachers, nets=args.nets, losses=args.losses, seeds=args.seeds)
     results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus)
     if args.commit:
-        if args.preset != "demo":
-            print(f"--commit: the committed table is the demo preset's; not merging a {args.preset} sweep",
-                  file=sys.stderr)
-            return 2
         _, table = commit_results(results, args.commit, threads=args.threads or 1)
         print(f"merged {len(results)} runs into {args.commit}; the table below is the merged one")
     for loss in config["losses"]:

@@ -52,17 +52,20 @@ def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str =
     return results, table
 
 
+def _machine_line() -> str:
+    from .runs import machine
+
+    m = machine()
+    return f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}"
+
+
 def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Merge a sweep's runs into the committed results (a run of the same teacher, size, loss, tau, beta and seed
     replaces the old one), stamp each new row with this machine, and rewrite the results and ``rusu_table.csv``
     beside them atomically. Returns (results, table)."""
-    from .runs import machine
-
     into = Path(into)
-    m = machine()
     new = new.drop(columns=["run"], errors="ignore").assign(
-        machine=f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}, "
-                f"{threads} thread{'s' if threads != 1 else ''} per run")
+        machine=f"{_machine_line()}, {threads} thread{'s' if threads != 1 else ''} per run")
     old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
     new = new.astype({"beta": str})
     keep = ~old.set_index(KEY).index.isin(new.set_index(KEY).index)
@@ -90,11 +93,8 @@ def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float 
     table = pd.concat([g, geo], ignore_index=True)
     table["rusu_dist_kl"] = [RUSU_GEOMEAN.get(n) if game == "geometric mean" and loss == "kl" else None
                              for game, n, loss in zip(table["game"], table["student_net"], table["loss"])]
-    from .runs import machine
-
-    m = machine()
     table["preset"] = preset
-    table["machine"] = f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}"
+    table["machine"] = _machine_line()
     table["runs_wall_seconds"] = round(float(results["wall_seconds"].sum()), 1)
     table["sweep_wall_seconds"] = None if wall_seconds is None else round(wall_seconds, 1)
     order = {n: i for i, n in enumerate(["teacher", "net1", "net2", "net3", "tiny"])}
