@@ -31,6 +31,21 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert result["return_n"] == 4 and result["return_mean"] > 0 and "return_std" in result
 
 
+def test_train_set_overrides_any_config_field_and_the_run_records_it(tmp_path, capsys):
+    out = tmp_path / "cp"
+    assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--preset", "smoke", "--out", str(out), "--quiet",
+                 "--set", "lr=1e-3", "--set", "anneal_lr=false", "--set", "n_steps=64"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 0.001 and config["anneal_lr"] is False and config["n_steps"] == 64
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {m["charts/learning_rate"] for m in metrics} == {0.001}  # no annealing
+    for bad, says in ((["--set", "lr"], "FIELD=VALUE"), (["--set", "nope=1"], "FIELD one of"),
+                      (["--set", "n_steps=6.5"], "n_steps takes a int"), (["--set", "seed=3"], "FIELD one of")):
+        assert main(["train", "--env", "CartPole-v1", "--preset", "smoke", "--out", str(tmp_path / "x"), *bad]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     out = tmp_path / "cp"
     args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--preset", "smoke", "--out", str(out), "--quiet"]

@@ -59,3 +59,19 @@ def test_bad_specs_fail_clearly():
         NetSpec("resnet", (4,), 2)
     with pytest.raises(ValueError, match="unknown student preset"):
         preset_spec("net9", NATURE)
+
+
+def test_nature_cnn_channels_last_path_gives_the_nchw_numbers_and_gradients():
+    # Policy feeds Atari frames to its convs channels-last (faster on a CPU); the numbers must not change.
+    net = build(make_spec((4, 84, 84), 6, width=0.5, value_head=True), "pi", seed=3)
+    obs_B = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fast = net.logits(obs_B)
+    plain = net.head(net.trunk(obs_B.float().contiguous() / 255.0))
+    assert torch.allclose(fast, plain, atol=1e-5)
+    grads = []
+    for out in (fast, plain):
+        net.zero_grad()
+        out.logsumexp(-1).sum().backward(retain_graph=True)
+        grads.append(net.trunk[0].weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    assert net.trunk[0].weight.is_contiguous()  # weights keep their layout: checkpoints are unchanged

@@ -135,6 +135,45 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
             "student": "net3 of " + teacher.spec.family}
 
 
+def nature_cnn_layout_ratio(batch_size: int = 256, chunks: int = 6, chunk: int = 3, seed: int = 0) -> dict:
+    """Training steps/s of a Nature CNN (PPO's actor-critic, Pong's 6 actions) as ``Policy`` runs it (channels-last
+    input to oneDNN's convs) over the same net fed plain NCHW, on the same batch, alternating in ABBA chunks."""
+    import torch
+
+    from .nets import build, make_spec
+
+    spec = make_spec((4, 84, 84), 6, width=1.0, value_head=True)
+    obs_B = torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(seed))
+    nets = {"channels_last": build(spec, "pi", seed=seed), "nchw": build(spec, "pi", seed=seed)}
+    opts = {k: torch.optim.Adam(n.parameters(), lr=2.5e-4) for k, n in nets.items()}
+
+    def step(name):
+        net = nets[name]
+        if name == "channels_last":
+            logits_BA, value_B = net.logits_and_value(obs_B)
+        else:  # the trunk called directly: the layout torch picks by default
+            h_BF = net.trunk(obs_B.float() / 255.0)
+            logits_BA, value_B = net.head(h_BF), net.value(h_BF).squeeze(-1)
+        loss = logits_BA.logsumexp(-1).mean() + value_B.square().mean()
+        opts[name].zero_grad()
+        loss.backward()
+        opts[name].step()
+
+    rates: dict = {"channels_last": [], "nchw": []}
+    for k in range(chunks + 1):
+        for name in (["channels_last", "nchw"] if k % 2 == 0 else ["nchw", "channels_last"]):
+            t0 = time.perf_counter()
+            for _ in range(chunk):
+                step(name)
+            if k:  # the first round warms oneDNN's kernel caches up
+                rates[name].append(chunk / (time.perf_counter() - t0))
+    ratio = float(np.median(np.array(rates["channels_last"]) / np.array(rates["nchw"])))
+    return {"channels_last_steps_per_s": round(float(np.median(rates["channels_last"])), 2),
+            "nchw_steps_per_s": round(float(np.median(rates["nchw"])), 2), "ratio": round(ratio, 3),
+            "batch_size": batch_size, "target": "> 1 (the layout Policy uses is the faster one)"}
+
+
 def run_bench(quick: bool = False) -> dict:
     scale = 1 if quick else 5
     out: dict = {"collector": {}}
@@ -151,4 +190,5 @@ def run_bench(quick: bool = False) -> dict:
         "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale)),
     }}
     out["distill_updates"] = distill_updates_ratio(updates=200 * scale)
+    out["nature_cnn_layout"] = nature_cnn_layout_ratio(batch_size=64 if quick else 256)
     return out

@@ -33,15 +33,19 @@ def cmd_doctor(args) -> int:
 
 def cmd_train(args) -> int:
     _threads(args.threads)
+    from .agents.common import parse_overrides
+
     overrides = {"total_steps": args.total_steps, "n_envs": args.n_envs, "width": args.width}
     if args.algo == "ppo":
-        from .agents.ppo import ppo_config, train_ppo
+        from .agents.ppo import PPOConfig, ppo_config, train_ppo
 
+        overrides.update(parse_overrides(PPOConfig, args.set))
         config = ppo_config(args.preset, args.env, seed=args.seed, **overrides)
         card = train_ppo(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     else:
-        from .agents.dqn import dqn_config, train_dqn
+        from .agents.dqn import DQNConfig, dqn_config, train_dqn
 
+        overrides.update(parse_overrides(DQNConfig, args.set))
         config = dqn_config(args.preset, args.env, seed=args.seed, **overrides)
         card = train_dqn(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "algo", "params", "env_steps", "wall_seconds",
@@ -210,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--total-steps", type=int, default=None, help="override the preset's env steps")
     s.add_argument("--n-envs", type=int, default=None)
     s.add_argument("--width", type=float, default=None, help="width multiplier of the network family")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any field of the algorithm's config, e.g. --set lr=1e-3 --set anneal_lr=false "
+                        "(repeatable; the run's config.json records it)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 

@@ -38,6 +38,41 @@ def with_preset(cls, preset: str, table: dict, family: str | None = None, fixed:
     return cls(preset=preset, **(fixed or {}), **values)
 
 
+def parse_overrides(cls, items: list[str] | None, fixed: tuple[str, ...] = ("env_id", "preset", "seed")) -> dict:
+    """``["lr=1e-3", "anneal_lr=false"]`` -> ``{"lr": 0.001, "anneal_lr": False}``, each value converted to the
+    type of ``cls``'s field; an unknown field, a ``fixed`` one (it has its own flag) or a value of the wrong type
+    fails with a message naming it."""
+    import typing
+
+    hints = {k: v for k, v in typing.get_type_hints(cls).items() if k not in fixed and v in (bool, int, float, str)}
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in hints:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(hints)}")
+        kind, text = hints[key], text.strip()
+        if kind is bool and text.lower() in ("true", "false"):
+            out[key] = text.lower() == "true"
+        elif kind is int and text.lstrip("-").isdigit():
+            out[key] = int(text)
+        elif kind is float and _is_float(text):
+            out[key] = float(text)
+        elif kind is str:
+            out[key] = text
+        else:
+            raise ValueError(f"--set {item!r}: {key} takes a {kind.__name__}, got {text!r}")
+    return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class EpisodeTracker:
     """Running return and length per env of a vector env; yields the episodes that end."""
 
