@@ -164,7 +164,7 @@ def cmd_teachers(args) -> int:
     if args.json:
         print(df.to_json(orient="records"))
     else:
-        print(df.to_string(index=False) if len(df) else "no shipped teachers found in data/teachers")
+        print(df.to_string(index=False, na_rep="-") if len(df) else "no shipped teachers found in data/teachers")
     return 0
 
 
