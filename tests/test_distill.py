@@ -27,6 +27,23 @@ def test_teacher_driven_distillation_learns_the_teacher(tmp_run):
     assert card["agreement"] > 0.8
 
 
+def test_teacher_evaluation_reads_a_matching_card_and_plays_otherwise():
+    from workbench.distill.loop import load_teacher
+    from workbench.evaluate import evaluate, evaluate_teacher
+
+    teacher, card, spec = load_teacher("minatar-breakout")
+    seed, settings = card["eval_seed"], spec.settings
+    played = evaluate(teacher, spec.env_id, 30, seed, settings)
+    read = evaluate_teacher(teacher, card, spec.env_id, 30, seed, settings)
+    assert read.lengths is None and read.returns.tolist() == played.returns.tolist()
+    rigged = {**card, "returns": [999.0] * 30}
+    assert evaluate_teacher(teacher, rigged, spec.env_id, 30, seed, settings).mean == 999.0
+    assert evaluate_teacher(teacher, rigged, spec.env_id, 30, seed + 1, settings).mean == pytest.approx(
+        evaluate(teacher, spec.env_id, 30, seed + 1, settings).mean)  # other seeds: played
+    other = {**settings, "sticky_action_prob": 0.0}
+    assert evaluate_teacher(teacher, rigged, spec.env_id, 10, seed, other).mean < 999.0  # other count, settings
+
+
 def test_student_driven_collection_lets_the_student_act(tmp_run):
     config = distill_config("smoke", TEACHER, beta="0", student_net="tiny")
     card = distill(config, tmp_run, progress_bar=False)

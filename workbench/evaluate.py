@@ -19,7 +19,8 @@ from .envs import make_env
 @dataclass
 class EvalResult:
     returns: np.ndarray
-    lengths: np.ndarray
+    lengths: np.ndarray | None = None
+    """Per-episode lengths (None where the returns were read from a card, which keeps only their mean)."""
 
     @property
     def mean(self) -> float:
@@ -30,8 +31,10 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def summary(self, prefix: str = "return") -> dict:
-        return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_n": int(len(self.returns)),
-                "episode_length_mean": float(np.mean(self.lengths))}
+        out = {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_n": int(len(self.returns))}
+        if self.lengths is not None:
+            out["episode_length_mean"] = float(np.mean(self.lengths))
+        return out
 
 
 def geometric_mean_pct(pcts) -> float | None:
@@ -73,6 +76,17 @@ def evaluate(
         lengths.extend(length.tolist())
         start += n
     return EvalResult(np.asarray(returns), np.asarray(lengths))
+
+
+def evaluate_teacher(teacher, card: dict, env_id: str, episodes: int, seed: int, settings: dict) -> EvalResult:
+    """The teacher's greedy returns on episodes ``seed .. seed + episodes - 1``. Where its card already holds exactly
+    that evaluation (same env, seeds, count and settings) the card's returns are used: greedy play on a seeded env
+    is deterministic (tests/test_teachers.py replays each shipped card), and a sweep of 36 students would otherwise
+    replay the same 30 teacher episodes 36 times. Otherwise the episodes are played now."""
+    if (card.get("env_id") == env_id and card.get("eval_seed") == seed and card.get("return_n") == episodes
+            and len(card.get("returns", [])) == episodes and card.get("env_settings") == settings):
+        return EvalResult(np.asarray(card["returns"], dtype=float))
+    return evaluate(teacher, env_id, episodes, seed, settings)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 from ..agents.common import open_run, progress, rng_state, seed_everything, set_rng_state, with_preset
 from ..collect import Collector
 from ..envs import EnvSpec, make_env
-from ..evaluate import agreement, evaluate
+from ..evaluate import agreement, evaluate, evaluate_teacher
 from ..memory import ReplayMemory
 from ..nets import PRESET_FRACTIONS, build, make_spec, preset_spec, spec_for_fraction, spec_params
 from ..runs import (Run, load_optimizer_arrays, load_policy, machine, optimizer_arrays, save_policy,
@@ -266,7 +266,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
 
     # -- evaluate student and teacher on the same seeds, in this run ---------------------------------------
     s_eval = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-    t_eval = evaluate(teacher, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+    t_eval = evaluate_teacher(teacher, teacher_card, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
     held = agreement(student, teacher, heldout_obs, config.tau if config.loss == "kl" else 1.0)
     save_policy(run.file("model.safetensors"), student, env_id=env.env_id, algo="distill", teacher=config.teacher)
     card = {
