@@ -36,6 +36,21 @@ def test_table_geometric_means_are_over_games_and_carry_rusus_figures():
     assert {"machine", "runs_wall_seconds", "preset"} <= set(table.columns)
 
 
+def test_heatmap_shows_the_table_per_loss_with_rusus_row_in_the_kl_panel():
+    from workbench.plots import rusu_heatmap
+
+    table = rusu_table(pd.read_csv(RESULTS, dtype={"beta": str}))
+    fig = rusu_heatmap(table)
+    assert [t.name for t in fig.data] == [None] * 3 and [a.text for a in fig.layout.annotations] == ["KL", "NLL", "MSE"]
+    for trace, loss in zip(fig.data, ("kl", "nll", "mse")):
+        w = wide(table, loss)
+        assert list(trace.y) == list(w.index) and trace.zmid == 100
+        assert [[None if pd.isna(v) else v for v in row] for row in trace.z] == \
+            [[None if pd.isna(v) else v for v in row] for row in w.values]
+    assert fig.data[0].y[-1].startswith("Rusu") and list(fig.data[0].z[-1][:3]) == [108.3, 101.7, 83.9]
+    assert not any(str(y).startswith("Rusu") for y in fig.data[1].y)
+
+
 def test_committed_table_matches_the_committed_runs():
     committed = pd.read_csv(Path(CONFIG).parent / "rusu_table.csv")
     again = rusu_table(pd.read_csv(RESULTS, dtype={"beta": str}))

@@ -40,13 +40,14 @@ def test_cartpole_teacher_scores_500_on_30_fixed_seeds():
     assert result.mean == 500.0 and card["return_mean"] == 500.0
 
 
-@pytest.mark.parametrize("name", [n for n in SHIPPED if n.startswith("minatar-")])
-def test_minatar_card_is_reproduced_on_its_own_seeds(name):
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "cartpole"])
+def test_card_is_reproduced_on_its_own_seeds(name):
     path = teacher_path(name)
     card = Run(path).card
-    result = evaluate(load_policy(path), card["env_id"], 10, card["eval_seed"], card["env_settings"])
-    # Same policy, same seeds, same machine: the same ten returns the card recorded.
-    assert result.returns.tolist() == card["returns"][:10]
+    episodes = 2 if card["env_id"].startswith("ALE/") else 10  # an Atari episode is thousands of CNN steps
+    result = evaluate(load_policy(path), card["env_id"], episodes, card["eval_seed"], card["env_settings"])
+    # Same policy, same seeds, same machine: the same returns the card recorded (distillation runs rely on it).
+    assert result.returns.tolist() == card["returns"][:episodes]
 
 
 def test_teachers_command_lists_them(capsys):

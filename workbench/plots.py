@@ -256,3 +256,28 @@ def multitask_figure(card: dict, title: str = "One student, many games: % of eac
                             f"{100 * card['compression']:.1f}% of its teachers' {card['teachers_params_sum']:,}</sup>",
                       yaxis_title="% of teacher (student / teacher return)", template="plotly_white", height=420)
     return fig
+
+
+def rusu_heatmap(table: pd.DataFrame, title: str = "% of teacher per game and student size") -> go.Figure:
+    """One panel per loss: games (and their geometric mean) x student sizes, coloured by % of teacher around 100;
+    Rusu et al.'s Dist-KL geometric means as the KL panel's last row. ``table``: ``reproduce.rusu_table``."""
+    from plotly.subplots import make_subplots
+
+    from .reproduce import wide
+
+    losses = [lo for lo in ("kl", "nll", "mse") if lo in set(table["loss"])]
+    share = table.groupby("student_net")["compression"].mean()
+    fig = make_subplots(rows=1, cols=len(losses), subplot_titles=[lo.upper() for lo in losses],
+                        horizontal_spacing=0.12)
+    for i, loss in enumerate(losses, start=1):
+        w = wide(table, loss)
+        cols = [f"{c} ({share.get(c, np.nan):.1%})" for c in w.columns]
+        fig.add_trace(go.Heatmap(
+            z=w.values, x=cols, y=list(w.index), zmid=100, zmin=50, zmax=150, colorscale="RdBu",
+            text=[[("" if np.isnan(v) else f"{v:.1f}") for v in row] for row in w.values], texttemplate="%{text}",
+            showscale=i == len(losses), colorbar=dict(title="% of teacher"),
+            hovertemplate="%{y}, %{x}: %{z:.1f}% of teacher<extra>" + loss + "</extra>"), row=1, col=i)
+        fig.update_yaxes(autorange="reversed", showticklabels=i == 1, row=1, col=i)
+    fig.update_layout(title=title, template="plotly_white", height=140 + 40 * table["game"].nunique(),
+                      width=max(700, 330 * len(losses)))
+    return fig
