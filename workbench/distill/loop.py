@@ -264,7 +264,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     envs.close()
     wall = wall_before + time.time() - t0
 
-    # -- evaluate student and teacher on the same seeds, in this run ---------------------------------------
+    # -- evaluate student and teacher on the same seeds (the teacher's returns from its card if it holds them) --
     s_eval = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
     t_eval = evaluate_teacher(teacher, teacher_card, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
     held = agreement(student, teacher, heldout_obs, config.tau if config.loss == "kl" else 1.0)
