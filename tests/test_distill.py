@@ -136,3 +136,15 @@ def test_ray_and_local_give_the_same_numbers(tmp_path):
     cols = ["return_mean", "agreement", "kl", "updates"]
     ray.shutdown()
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_distillation_from_an_atari_teacher(tmp_path):
+    # The whole path on real ALE frames: a Nature-CNN teacher, Rusu's net3 student (4% of it), uint8 stacks.
+    from workbench.agents.ppo import ppo_config, train_ppo
+
+    train_ppo(ppo_config("smoke", "ALE/Pong-v5"), tmp_path / "teacher", progress_bar=False)
+    config = distill_config("smoke", str(tmp_path / "teacher"), student_net="net3", loss="kl", eval_episodes=1)
+    card = distill(config, tmp_path / "student", progress_bar=False)
+    assert card["student_params"] == 61_174 and card["teacher_params"] == 1_687_206  # Rusu's, with Pong's 6 actions
+    assert card["frames"] == 4 * card["env_steps"] == 4 * 1_024 and card["updates"] > 0
+    assert 0.0 <= card["agreement"] <= 1.0 and card["return_n"] == 1
