@@ -67,6 +67,11 @@ def test_reproduce_writes_the_table_and_resumes(tmp_path):
     assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--losses", "kl",
                  "--seeds", "0", "--out", str(tmp_path)]) == 0
     assert card.stat().st_mtime_ns == stamp  # the finished run was skipped, not redone
+    # --finished-only tables what has finished and runs nothing else (a sweep still going, or cut off).
+    assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "net3", "--losses",
+                 "kl", "--seeds", "0", "--out", str(tmp_path), "--finished-only"]) == 0
+    assert not (tmp_path / "cartpole" / "net3-kl-s0").exists()
+    assert pd.read_csv(tmp_path / "results.csv")["student_net"].tolist() == ["tiny"]
     # Only demo runs go into the committed table; a smoke sweep with --commit is refused before it runs.
     assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "net1", "--losses", "kl",
                  "--seeds", "0", "--out", str(tmp_path), "--commit", str(tmp_path / "r.csv")]) == 2

@@ -145,7 +145,8 @@ def cmd_reproduce(args) -> int:
               file=sys.stderr)
         return 2
     config = load_config(args.config, teachers=args.teachers, nets=args.nets, losses=args.losses, seeds=args.seeds)
-    results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus)
+    results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus,
+                               finished_only=args.finished_only)
     if args.commit:
         _, table = commit_results(results, args.commit, threads=args.threads or 1)
         print(f"merged {len(results)} runs into {args.commit}; the table below is the merged one")
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None)
     s.add_argument("--num-cpus", type=int, default=None)
     s.add_argument("--out", required=True)
+    s.add_argument("--finished-only", action="store_true",
+                   help="run nothing: build the table from the runs in --out that have finished (a sweep still going)")
     s.add_argument("--commit", nargs="?", const=str(Path(__file__).resolve().parent.parent / "data" / "results"
                                                      / "rusu_results.csv"), default=None, metavar="RESULTS_CSV",
                    help="merge the runs into the committed results (default data/results/rusu_results.csv) and "

@@ -47,7 +47,8 @@ def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str =
     t0 = time.time()
     results = sweep(config["teachers"], config["nets"], config["losses"], config["seeds"], out, preset, engine,
                     overrides={"tau": config["tau"]}, **sweep_kwargs)
-    table = rusu_table(results, preset=preset, wall_seconds=time.time() - t0)
+    collected = sweep_kwargs.get("finished_only")  # then the sweep's own wall time is not known here
+    table = rusu_table(results, preset=preset, wall_seconds=None if collected else time.time() - t0)
     atomic_write_bytes(Path(out) / "rusu_table.csv", table.to_csv(index=False).encode())
     return results, table
 

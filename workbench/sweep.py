@@ -46,12 +46,18 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
 
 def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",
           address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None,
-          betas=("1",)) -> pd.DataFrame:
-    """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table."""
+          betas=("1",), finished_only: bool = False) -> pd.DataFrame:
+    """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table.
+    ``finished_only``: run nothing, collect the combinations that have finished (a sweep still going, or cut off)."""
     out = Path(out)
     jobs = plan(teachers, nets, losses, seeds, out, betas)
     overrides = overrides or {}
-    if engine == "local":
+    if finished_only:
+        jobs = [job for job in jobs if (Path(job["out"]) / "card.json").exists()]
+        if not jobs:
+            raise ValueError(f"no finished runs of this sweep in {out}; run it without --finished-only first")
+        cards = [json.loads((Path(job["out"]) / "card.json").read_text()) for job in jobs]
+    elif engine == "local":
         from tqdm.auto import tqdm
 
         cards = [run_job(job, preset, overrides) for job in tqdm(jobs, desc="sweep", unit="run")]
