@@ -97,3 +97,19 @@ def test_commit_results_replaces_the_same_run_keeps_the_rest_and_rewrites_the_ta
     written = pd.read_csv(tmp_path / "rusu_table.csv")
     row = written[(written["game"] == "CartPole-v1") & (written["student_net"] == "tiny") & (written["loss"] == "kl")]
     assert row["pct_mean"].iloc[0] == pytest.approx(mine["pct_of_teacher"].mean(), abs=0.06)
+
+
+def test_estimate_times_the_pieces_and_scales_them_to_the_preset(capsys):
+    from workbench.reproduce import estimate
+
+    config = load_config(teachers=["cartpole"], nets=["net1", "tiny"], losses=["kl", "mse"], seeds=[0, 1, 2])
+    df = estimate(config, "full", probe_steps=20, probe_updates=5)
+    assert list(df["student_net"]) == ["net1", "tiny"] and (df["collect_ms"] > 0).all() and (df["update_ms"] > 0).all()
+    row = df.iloc[0]
+    assert row["env_steps"] == 10_000_000 and row["batch_size"] == 32 and row["updates"] == 2_487_500  # (10M-50k)/8*2
+    assert row["run_seconds"] == pytest.approx(10_000_000 / 8 * row["collect_ms"] / 1e3
+                                               + row["updates"] * row["update_ms"] / 1e3, rel=0.01)
+    assert row["sweep_hours"] == pytest.approx(6 * row["run_seconds"] / 3600, abs=0.01)  # 2 losses x 3 seeds
+    assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--estimate"]) == 0
+    assert "all:" in capsys.readouterr().out
+    assert main(["reproduce", "--preset", "demo", "--teachers", "cartpole"]) == 2  # a sweep needs its --out

@@ -140,11 +140,25 @@ def cmd_reproduce(args) -> int:
     _threads(args.threads)
     from .reproduce import commit_results, load_config, reproduce, wide
 
-    if args.commit and args.preset != "demo":
+    if args.commit and (args.preset != "demo" or args.estimate):
         print(f"--commit: the committed table is the demo preset's; run a {args.preset} sweep without --commit",
               file=sys.stderr)
         return 2
     config = load_config(args.config, teachers=args.teachers, nets=args.nets, losses=args.losses, seeds=args.seeds)
+    if not args.estimate and not args.out:
+        print("workbench reproduce: error: --out is required (the sweep's folder), unless --estimate", file=sys.stderr)
+        return 2
+    if args.estimate:
+        from .reproduce import estimate
+
+        df = estimate(config, args.preset)
+        print(df.to_string(index=False))
+        per_teacher = df.groupby("teacher")["sweep_hours"].sum().round(1)
+        print(f"\n{args.preset} preset on this machine, one run at a time ({len(config['losses'])} losses x "
+              f"{len(config['seeds'])} seeds per row; evaluations not counted):")
+        print(per_teacher.to_string())
+        print(f"all: {per_teacher.sum():.1f} hours")
+        return 0
     results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus,
                                finished_only=args.finished_only)
     if args.commit:
@@ -318,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None)
     s.add_argument("--num-cpus", type=int, default=None)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", default=None, help="sweep folder (required unless --estimate)")
+    s.add_argument("--estimate", action="store_true",
+                   help="run nothing: time a few collection steps and updates per teacher and student size and print "
+                        "how long each run and the whole sweep would take at --preset on this machine")
     s.add_argument("--finished-only", action="store_true",
                    help="run nothing: build the table from the runs in --out that have finished (a sweep still going)")
     s.add_argument("--commit", nargs="?", const=str(Path(__file__).resolve().parent.parent / "data" / "results"

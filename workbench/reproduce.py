@@ -115,3 +115,67 @@ def wide(table: pd.DataFrame, loss: str = "kl") -> pd.DataFrame:
     if loss == "kl":
         w.loc["Rusu et al. 2016 (Atari, Dist-KL)"] = [RUSU_GEOMEAN.get(c, np.nan) for c in w.columns]
     return w
+
+
+def estimate(config: dict, preset: str = "full", probe_steps: int = 100, probe_updates: int = 20,
+             seed: int = 0) -> pd.DataFrame:
+    """How long each run of the sweep would take at ``preset`` on this machine, from timing a few of its pieces
+    (seconds, not a run): one row per teacher x student size with the time of one collection step (the teacher
+    labels, the student acts, n_envs envs step, the memory stores) and of one update at the preset's batch size,
+    and ``run_seconds`` = steps / n_envs x collection + updates x update. Times are this process's CPU time, so a
+    busy machine does not inflate them: with one torch thread they are the wall time on an idle core.
+    Evaluations are left out (they add a few per cent at the demo preset). ``sweep_hours`` sums runs over losses
+    and seeds."""
+    import torch
+
+    from .collect import Collector
+    from .distill.loop import distill_config, load_teacher, student_spec_for, student_update
+    from .distill.losses import get_loss
+    from .envs import make_env
+    from .memory import ReplayMemory
+    from .nets import build
+
+    rows = []
+    for teacher_name in config["teachers"]:
+        teacher, _, spec = load_teacher(teacher_name)
+        base = distill_config(preset, teacher_name)
+        envs, _ = make_env(spec.env_id, base.n_envs, seed, **spec.settings)
+        obs, _ = envs.reset(seed=seed)
+        memory = ReplayMemory(max(4 * probe_steps * base.n_envs, 1_000), spec.obs_shape, spec.obs_dtype, base.n_envs,
+                              spec.settings.get("stack_num", 1), extras={"teacher": ((spec.n_actions,), np.float32)})
+        collector = Collector(envs, spec, memory, obs, clip_rewards=False)
+        for net in config["nets"]:
+            student = build(student_spec_for(distill_config(preset, teacher_name, student_net=net), teacher.spec),
+                            "pi", seed=seed)
+            labels: dict = {}
+
+            def act(o):
+                with torch.no_grad():
+                    labels["teacher"] = teacher.logits(o).numpy()
+                    student.act(o)  # the loop asks both every step (beta picks whose action is taken)
+                return labels["teacher"].argmax(-1)
+
+            for _ in range(10):  # warm up: first calls allocate
+                collector.step(act, lambda o: labels)
+            t0 = time.process_time()
+            for _ in range(probe_steps):
+                collector.step(act, lambda o: labels)
+            t_step = (time.process_time() - t0) / probe_steps
+            optimizer = torch.optim.Adam(student.parameters(), lr=base.lr)
+            loss_fn, rng = get_loss("kl", config["tau"]), np.random.default_rng(seed)
+            student_update(student, optimizer, loss_fn, memory, base.batch_size, rng)
+            t0 = time.process_time()
+            for _ in range(probe_updates):
+                student_update(student, optimizer, loss_fn, memory, base.batch_size, rng)
+            t_update = (time.process_time() - t0) / probe_updates
+            vector_steps = base.total_steps / base.n_envs
+            updates = max(0.0, (base.total_steps - base.learning_starts) / base.n_envs) * base.updates_per_step
+            rows.append({"teacher": teacher_name, "env_id": spec.env_id, "student_net": net, "preset": preset,
+                         "env_steps": base.total_steps, "updates": int(updates), "batch_size": base.batch_size,
+                         "collect_ms": round(1e3 * t_step, 3), "update_ms": round(1e3 * t_update, 3),
+                         "run_seconds": round(vector_steps * t_step + updates * t_update, 1)})
+        envs.close()
+    df = pd.DataFrame(rows)
+    runs_per_cell = len(config["losses"]) * len(config["seeds"])
+    df["sweep_hours"] = (df["run_seconds"] * runs_per_cell / 3600).round(2)
+    return df
