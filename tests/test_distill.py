@@ -81,10 +81,13 @@ def test_cli_distill_prints_the_comparison(tmp_path, capsys):
 
 
 def test_interrupted_distillation_resumes(tmp_run):
-    config = distill_config("smoke", TEACHER, total_steps=2_048, log_every=256, checkpoint_every=512)
+    # Stopped past step 4,295, where the old resume seed (seed + 1_000_003 * step) left the 32-bit range that
+    # MinAtar's (numpy RandomState) seeding accepts.
+    config = distill_config("smoke", "minatar-breakout", total_steps=8_192, log_every=1_024, checkpoint_every=1_024,
+                            eval_episodes=2)
 
-    def stop(row):
-        if row["step"] >= 1_024:
+    def stop(row):  # a row is logged before its step's checkpoint: this resumes from step 5,120
+        if row["step"] >= 6_144:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -92,7 +95,16 @@ def test_interrupted_distillation_resumes(tmp_run):
     before = (tmp_run / "metrics.jsonl").read_text().splitlines()
     card = distill(config, tmp_run, resume=True, progress_bar=False)
     assert (tmp_run / "metrics.jsonl").read_text().splitlines()[: len(before)] == before
-    assert card["env_steps"] == 2_048
+    assert card["env_steps"] == 8_192
+
+
+def test_resume_seed_keeps_a_fresh_runs_seed_and_stays_in_32_bits():
+    from workbench.agents.common import resume_seed
+
+    assert resume_seed(7, 0) == 7
+    seeds = {resume_seed(7, step) for step in (1, 5_120, 10_000_000, 10**12)}
+    assert len(seeds) == 4 and all(0 <= s < 2**32 for s in seeds)
+    assert resume_seed(7, 5_120) == resume_seed(7, 5_120) != resume_seed(8, 5_120)
 
 
 def _ray_or_skip():

@@ -143,6 +143,15 @@ def _jsonish(v: Any) -> Any:
     return json.loads(json.dumps(v))
 
 
+def resume_seed(seed: int, step: int) -> int:
+    """The env seed of a run's envs when it (re)starts at ``step``: ``seed`` itself for a fresh run, else a mix of
+    both inside the 32-bit range that every env accepts (``seed + 1_000_003 * step`` left it after 4,295 steps,
+    and a resumed distillation run failed with "Seed must be between 0 and 2**32 - 1")."""
+    if step == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
 def rng_state(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 

@@ -22,7 +22,8 @@ from ..envs import family_of, make_env
 from ..memory import ReplayMemory
 from ..nets import build, make_spec
 from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
-from .common import finish_run, open_run, progress, rng_state, seed_everything, set_rng_state, with_preset
+from .common import (finish_run, open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state,
+                     with_preset)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
         set_rng_state(rng, state["rng"])
         set_torch_rng_state(arrays["torch_rng"])
     # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
-    obs, _ = envs.reset(seed=config.seed + 1_000_003 * step)
+    obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, spec, memory, obs)
     recent, losses, q_means, fresh_states = [], [], [], []
     t0 = time.time()

@@ -18,7 +18,8 @@ from torch import nn
 from ..envs import make_env
 from ..nets import build, make_spec
 from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
-from .common import EpisodeTracker, finish_run, open_run, progress, rng_state, seed_everything, set_rng_state, with_preset
+from .common import (EpisodeTracker, finish_run, open_run, progress, resume_seed, rng_state, seed_everything,
+                     set_rng_state, with_preset)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,6 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
         global_step, update, wall_before = state["global_step"], state["update"], state["wall_seconds"]
         set_rng_state(rng, state["rng"])
         set_torch_rng_state(arrays["torch_rng"])
-        # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
-        envs.reset(seed=config.seed + 1_000_003 * update)
 
     obs_TB = np.zeros((config.n_steps, config.n_envs) + spec.obs_shape, dtype=spec.obs_dtype)
     act_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.int64)
@@ -125,7 +124,8 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
     done_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
     val_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
     # Bootstrap values of truncated episodes' final observations are added to their last reward.
-    obs, _ = envs.reset(seed=config.seed + 1_000_003 * update) if update else envs.reset(seed=config.seed)
+    # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
+    obs, _ = envs.reset(seed=resume_seed(config.seed, update))
     tracker = EpisodeTracker(config.n_envs)
     recent: list[float] = []
     t0, next_log, next_ckpt = time.time(), global_step + config.log_every, global_step + config.checkpoint_every

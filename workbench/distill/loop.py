@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..agents.common import open_run, progress, rng_state, seed_everything, set_rng_state, with_preset
+from ..agents.common import (open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state,
+                             with_preset)
 from ..collect import Collector
 from ..envs import EnvSpec, make_env
 from ..evaluate import agreement, evaluate, evaluate_teacher
@@ -194,7 +195,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         eval_seconds = state.get("eval_seconds", 0.0)
         set_rng_state(rng, state["rng"])
         set_torch_rng_state(arrays["torch_rng"])
-    obs, _ = envs.reset(seed=config.seed + 1_000_003 * step)
+    obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, env, memory, obs, clip_rewards=False)
     t0, losses, owed = time.time(), [], 0.0
     next_log, next_eval, next_ckpt = step + config.log_every, step + (config.eval_every or 10**18), step + config.checkpoint_every

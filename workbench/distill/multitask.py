@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..agents.common import check_out, progress, rng_state, seed_everything, set_rng_state, with_preset
+from ..agents.common import (check_out, progress, resume_seed, rng_state, seed_everything, set_rng_state,
+                             with_preset)
 from ..collect import Collector
 from ..envs import make_env
 from ..evaluate import agreement, evaluate, geometric_mean_pct
@@ -257,7 +258,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     games = []
     for g, (teacher, spec) in enumerate(zip(teachers, specs)):
         envs, _ = make_env(spec.env_id, config.n_envs, config.seed + 97 * g, **spec.settings)
-        obs, _ = envs.reset(seed=config.seed + 97 * g + 1_000_003 * step)
+        obs, _ = envs.reset(seed=resume_seed(config.seed + 97 * g, step))
         memory = ReplayMemory(config.memory_per_game, spec.obs_shape, spec.obs_dtype, config.n_envs,
                               spec.settings.get("stack_num", 1), extras={"teacher": ((spec.n_actions,), np.float32)})
         held = teacher_states(teacher, spec, config.heldout_size, config.seed + 777_777 + g, config.teacher_epsilon)
