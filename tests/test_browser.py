@@ -32,8 +32,13 @@ def _ensure_chromium() -> None:
         pytest.skip("Debian chromium is missing and cannot be installed here (needs apt-get as root): "
                     "sudo apt-get install chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt (an image's own updater) may hold the lock for a while
+    for cmd in (["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", "chromium"]):
+        for _ in range(60):  # apt-get update's lists lock ignores the timeout on older apt: retry for up to 10 min
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if r.returncode == 0 or "Could not get lock" not in r.stderr:
+                break
+            time.sleep(10)
         if r.returncode != 0:
             pytest.skip(f"could not install chromium ({' '.join(cmd)}): {r.stderr[-500:]}")
 
