@@ -32,6 +32,7 @@ def test_table_geometric_means_are_over_games_and_carry_rusus_figures():
         # the table rounds each game and the mean to 0.1: a game's rounding moves log(geomean) by <= 0.05 / v / n
         slack = 0.05 + expected * sum(0.05 / v for v in pcts) / len(pcts)
         assert geo["pct_mean"].iloc[0] == pytest.approx(expected, abs=slack)
+        assert geo["games"].iloc[0] == len(rows)
         want, got = (RUSU_GEOMEAN.get(net) if loss == "kl" else None), geo["rusu_dist_kl"].iloc[0]
         assert (want is None and pd.isna(got)) or got == want
     w = wide(table, "kl")

@@ -79,7 +79,8 @@ def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int =
 
 def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float | None = None) -> pd.DataFrame:
     """Long table: one row per game (and "geometric mean") x student size x loss, with % of teacher mean/std
-    over seeds, the size as a share of the teacher, Rusu's figure where he has one, the machine and the sweep's
+    over seeds, the size as a share of the teacher (and, on a geometric mean row, over how many games: a sweep
+    still going may have more games for one loss than another), Rusu's figure where he has one, the machine and the sweep's
     run time (the sum of the runs' wall seconds, and the sweep's own wall time where given)."""
     df = results.copy()
     df["game"] = df["env_id"].str.split("/").str[-1]
@@ -89,7 +90,8 @@ def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float 
                 teacher_return=("teacher_return_mean", "mean"))
            .reset_index())
     geo = (g.groupby(["student_net", "loss"])
-             .agg(pct_mean=("pct_mean", geometric_mean_pct), compression=("compression", "mean"), seeds=("seeds", "min"))
+             .agg(pct_mean=("pct_mean", geometric_mean_pct), compression=("compression", "mean"), seeds=("seeds", "min"),
+                  games=("game", "nunique"))
              .reset_index().assign(game="geometric mean"))
     table = pd.concat([g, geo], ignore_index=True)
     table["rusu_dist_kl"] = [RUSU_GEOMEAN.get(n) if game == "geometric mean" and loss == "kl" else None
