@@ -34,9 +34,10 @@ def _ensure_chromium() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt (an image's own updater) may hold the lock for a while
     for cmd in (["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", "chromium"]):
-        for _ in range(60):  # apt-get update's lists lock ignores the timeout on older apt: retry for up to 10 min
+        deadline = time.monotonic() + 600  # apt-get update's lists lock ignores the timeout on older apt: retry
+        while True:
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            if r.returncode == 0 or "Could not get lock" not in r.stderr:
+            if r.returncode == 0 or "Could not get lock" not in r.stderr or time.monotonic() > deadline:
                 break
             time.sleep(10)
         if r.returncode != 0:

@@ -79,9 +79,9 @@ def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int =
 
 def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float | None = None) -> pd.DataFrame:
     """Long table: one row per game (and "geometric mean") x student size x loss, with % of teacher mean/std
-    over seeds, the size as a share of the teacher (and, on a geometric mean row, over how many games: a sweep
-    still going may have more games for one loss than another), Rusu's figure where he has one, the machine and the sweep's
-    run time (the sum of the runs' wall seconds, and the sweep's own wall time where given)."""
+    over seeds, the size as a share of the teacher, Rusu's figure where he has one, the machine and the sweep's
+    run time (the sum of the runs' wall seconds, and the sweep's own wall time where given). A geometric mean row
+    says over how many games it is taken: a sweep still going may have more games for one loss than another."""
     df = results.copy()
     df["game"] = df["env_id"].str.split("/").str[-1]
     g = (df.groupby(["game", "student_net", "loss"])
