@@ -19,6 +19,7 @@ def test_teacher_driven_distillation_learns_the_teacher(tmp_run):
                             updates_per_step=2.0, lr=3e-3, eval_episodes=5)
     card = distill(config, tmp_run, progress_bar=False)
     assert all(k in card for k in CARD_KEYS)
+    assert json.loads((tmp_run / "config.json").read_text())["lr"] == 3e-3
     assert card["teacher_queries"] == card["env_steps"] == 4_096
     assert 0.05 < card["compression"] < 0.09
     rows = [json.loads(l) for l in (tmp_run / "metrics.jsonl").read_text().splitlines()]
@@ -49,6 +50,7 @@ def test_student_driven_collection_lets_the_student_act(tmp_run):
     card = distill(config, tmp_run, progress_bar=False)
     rows = [json.loads(l) for l in (tmp_run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["charts/beta"] == 0.0 for r in rows) and card["teacher_queries"] == card["env_steps"]
+    assert json.loads((tmp_run / "config.json").read_text())["lr"] == 1e-3  # an MLP student's default step size
 
 
 def test_beta_schedules():
@@ -160,3 +162,5 @@ def test_distillation_from_an_atari_teacher(tmp_path):
     assert card["student_params"] == 61_174 and card["teacher_params"] == 1_687_206  # Rusu's, with Pong's 6 actions
     assert card["frames"] == 4 * card["env_steps"] == 4 * 1_024 and card["updates"] > 0
     assert 0.0 <= card["agreement"] <= 1.0 and card["return_n"] == 1
+    # A Nature-CNN student steps at 2.5e-4 unless told (1e-3 killed a Pong student), and its config says so
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["lr"] == 2.5e-4

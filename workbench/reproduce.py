@@ -131,7 +131,7 @@ def estimate(config: dict, preset: str = "full", probe_steps: int = 100, probe_u
     import torch
 
     from .collect import Collector
-    from .distill.loop import distill_config, load_teacher, student_spec_for, student_update
+    from .distill.loop import default_lr, distill_config, load_teacher, student_spec_for, student_update
     from .distill.losses import get_loss
     from .envs import make_env
     from .memory import ReplayMemory
@@ -163,7 +163,7 @@ def estimate(config: dict, preset: str = "full", probe_steps: int = 100, probe_u
             for _ in range(probe_steps):
                 collector.step(act, lambda o: labels)
             t_step = (time.process_time() - t0) / probe_steps
-            optimizer = torch.optim.Adam(student.parameters(), lr=base.lr)
+            optimizer = torch.optim.Adam(student.parameters(), lr=base.lr or default_lr(student.spec.family))
             loss_fn, rng = get_loss("kl", config["tau"]), np.random.default_rng(seed)
             student_update(student, optimizer, loss_fn, memory, base.batch_size, rng)
             t0 = time.process_time()
