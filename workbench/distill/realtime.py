@@ -37,7 +37,7 @@ from ..evaluate import agreement, evaluate
 from ..nets import build, preset_spec
 from ..runs import Run, atomic_write_bytes, machine, save_policy
 from .losses import get_loss
-from .loop import distill, distill_config, fit, load_teacher, teacher_states
+from .loop import default_lr, distill, distill_config, fit, load_teacher, teacher_states
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class RealtimeConfig:
     """Student size presets, all trained in the same run (Rusu's net3 is 4% of the teacher; tiny 1.7%)."""
     loss: str = "kl"
     tau: float = 0.01
-    lr: float = 1e-3
+    lr: float | None = None
+    """Students' Adam step size; None: their family's (``default_lr``: 1e-3, 2.5e-4 for a Nature CNN)."""
     batch_size: int = 256
     memory_size: int = 50_000
     """States kept for the students (the teacher's most recent experience)."""
@@ -213,7 +214,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         if not students:  # built on first sight of the teacher, whose NetSpec sizes them
             for i, name in enumerate(config.students):
                 policy = build(preset_spec(name, teacher.spec), "pi", seed=config.seed + i)
-                students.append(_Student(name, policy, torch.optim.Adam(policy.parameters(), lr=config.lr)))
+                students.append(_Student(name, policy, torch.optim.Adam(policy.parameters(),
+                                                                        lr=config.lr or default_lr(policy.spec.family))))
         t0 = time.time()
         with torch.no_grad():
             labels = teacher.logits(states).numpy()
