@@ -79,6 +79,8 @@ def _run_case(name, tmp_path):
         assert gif.stat().st_size > 1_000
     html = to_html(out).decode()
     assert "plotly" in html.lower() and "Plotly.newPlot" in html
+    if name == "10_reproduce_policy_distillation":  # geometric means say what they are taken over
+        assert "Each geometric mean is over kl: 1 games, at least 1 seeds" in html
 
 
 def test_parameter_values_parse_and_type_check():
