@@ -61,3 +61,31 @@ def test_interrupted_training_resumes_and_keeps_every_metric_line(algo, tmp_run)
     resumed = [json.loads(l) for l in after[len(before):]]
     assert resumed and all(r["segment"] == 1 for r in resumed)
     assert resumed[0]["step"] > 1024 and card["env_steps"] >= 4096 - 512
+
+
+def test_life_loss_ends_the_learners_episode_but_not_the_game():
+    """Breakout with random play loses lives long before a game ends: each loss is a learner's episode end."""
+    import numpy as np
+
+    from workbench.agents.ppo import learner_done
+    from workbench.envs import make_env
+
+    envs, _ = make_env("ALE/Breakout-v5", n_envs=2, seed=0)
+    _, info = envs.reset(seed=0)
+    lives = info["lives"].copy()
+    rng = np.random.default_rng(0)
+    learner_ends = game_ends = 0
+    for _ in range(3000):
+        _, _, term, trunc, info = envs.step(rng.integers(0, 4, size=2))
+        done, lives = learner_done(term, trunc, lives, info)
+        plain, _ = learner_done(term, trunc, None, info)
+        assert (done >= plain).all(), "every game end stays an episode end"
+        learner_ends, game_ends = learner_ends + done.sum(), game_ends + plain.sum()
+    envs.close()
+    assert game_ends >= 1 and learner_ends >= 4 * game_ends  # five lives a game
+
+
+def test_life_loss_terminal_on_an_env_without_lives_names_the_fix(tmp_run):
+    config = ppo_config("smoke", "MinAtar/Breakout-v1", life_loss_terminal=True)
+    with pytest.raises(ValueError, match="life_loss_terminal=false"):
+        train_ppo(config, tmp_run, progress_bar=False)

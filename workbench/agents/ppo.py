@@ -48,6 +48,9 @@ class PPOConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    life_loss_terminal: bool = False
+    """Treat the loss of a life as the end of an episode in the learner's returns (cleanrl's EpisodicLifeEnv)
+    while the env plays on: episodes, logged returns and the evaluation stay whole games. ALE only."""
     width: float = 1.0
     """Width multiplier of the env family's base network (nets.BASE)."""
     log_every: int = 50_000
@@ -75,15 +78,29 @@ PPO_PRESETS = {
                         log_every=10_000, checkpoint_every=50_000),
         "minatar": dict(total_steps=3_000_000),
         "ale": dict(total_steps=2_000_000, n_envs=8, n_steps=128, n_minibatches=4, lr=2.5e-4, clip_coef=0.1,
-                    eval_episodes=10),
+                    life_loss_terminal=True, eval_episodes=10),
     },
     "full": {
         "classic": dict(total_steps=500_000, n_envs=8, n_steps=256, n_minibatches=4, lr=2.5e-4),
         "minatar": dict(total_steps=10_000_000),
-        # cleanrl ppo_atari.py: 10M steps, 8 envs x 128, clip 0.1, lr 2.5e-4.
-        "ale": dict(total_steps=10_000_000, n_envs=8, n_steps=128, n_minibatches=4, lr=2.5e-4, clip_coef=0.1),
+        # cleanrl ppo_atari.py: 10M steps, 8 envs x 128, clip 0.1, lr 2.5e-4, a life lost ends the learner's episode.
+        "ale": dict(total_steps=10_000_000, n_envs=8, n_steps=128, n_minibatches=4, lr=2.5e-4, clip_coef=0.1,
+                    life_loss_terminal=True),
     },
 }
+
+
+def learner_done(term, trunc, lives, info) -> tuple[np.ndarray, np.ndarray | None]:
+    """Where the learner's episodes end after one vector step, and the lives to compare the next step with.
+
+    ``lives`` None: where the game ended. Otherwise also where a life was lost (the count fell); a game that
+    ended has reset to full lives, which is not a fall. Same-step autoreset: ``info`` holds the new counts.
+    """
+    done = term | trunc
+    if lives is None:
+        return done, None
+    now = np.asarray(info["lives"]).copy()
+    return done | (now < lives), now
 
 
 def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
@@ -125,7 +142,11 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
     val_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
     # Bootstrap values of truncated episodes' final observations are added to their last reward.
     # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
-    obs, _ = envs.reset(seed=resume_seed(config.seed, update))
+    obs, info = envs.reset(seed=resume_seed(config.seed, update))
+    if config.life_loss_terminal and "lives" not in info:
+        raise ValueError(f"life_loss_terminal needs an env that counts lives (ALE); {config.env_id} does not: "
+                         "set life_loss_terminal=false")
+    lives = info["lives"].copy() if config.life_loss_terminal else None
     tracker = EpisodeTracker(config.n_envs)
     recent: list[float] = []
     t0, next_log, next_ckpt = time.time(), global_step + config.log_every, global_step + config.checkpoint_every
@@ -154,7 +175,8 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
                     for i in np.flatnonzero(trunc & ~term):
                         _, v = agent.logits_and_value(info["final_obs"][i][None])
                         reward_learn[i] += config.gamma * v.item()
-            rew_TB[t], done_TB[t] = reward_learn, (term | trunc)
+            done_learn, lives = learner_done(term, trunc, lives, info)
+            rew_TB[t], done_TB[t] = reward_learn, done_learn
             for ret, length in tracker.update(reward, term | trunc):
                 recent.append(ret)
         global_step += batch_size
