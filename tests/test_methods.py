@@ -117,6 +117,7 @@ def multitask_run(tmp_path_factory, second_teacher):
 def test_multitask_student_has_a_head_per_game_and_reports_each(multitask_run):
     out, config, card = multitask_run
     assert card["games"] == ["MinAtar/Breakout-v1", "MinAtar/Asterix-v1"]
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3  # the MinAtar family's default_lr
     student = load_multitask(out)
     assert [h[-1].out_features for h in student.heads] == [3, 5]  # games keep their own action counts
     assert all(h[0].out_features == 128 for h in student.heads)  # Rusu: a 128-unit layer per game

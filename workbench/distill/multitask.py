@@ -36,7 +36,7 @@ from ..nets import NetSpec, Policy, _trunk, make_spec
 from ..runs import (CheckpointError, Run, _atomic_save_arrays, _read_safetensors, load_optimizer_arrays, machine,
                     optimizer_arrays, set_torch_rng_state, torch_rng_state)
 from .losses import get_loss
-from .loop import fit, load_teacher, teacher_states
+from .loop import default_lr, fit, load_teacher, teacher_states
 
 FORMAT = "workbench-multitask/1"
 
@@ -152,7 +152,8 @@ class MultitaskConfig:
     n_envs: int = 8
     memory_per_game: int = 50_000
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float | None = None
+    """Adam step size; None: the trunk family's (``default_lr``: 1e-3, 2.5e-4 for a Nature CNN)."""
     updates_per_step: float = 0.5
     """Updates per collected vector step, per game (each on a minibatch of that game)."""
     learning_starts: int = 2_000
@@ -240,6 +241,8 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     student = build_student(teachers, specs, config.width, config.head_units, config.seed)
     loss_fn = get_loss(config.loss, config.tau)
     tau = config.tau if config.loss == "kl" else 1.0  # for the agreement's KL, as in the single-game loop
+    if config.lr is None:  # the run's config.json records the step size it used
+        config = dataclasses.replace(config, lr=default_lr(student.trunk_spec.family))
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
 
