@@ -1,6 +1,7 @@
 """The distillation loop end to end on the shipped CartPole teacher (an MLP: seconds), CLI, resume, sweeps."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -138,6 +139,18 @@ def test_sweep_writes_results_and_plot_and_skips_finished_runs(engine, tmp_path)
     pd.testing.assert_frame_equal(df, again)
     if ray:
         ray.shutdown()
+
+
+def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another(tmp_path, capsys):
+    from workbench.cli import main
+
+    args = ["sweep", "--teacher", TEACHER, "--nets", "tiny", "--losses", "kl", "--seeds", "0", "--preset", "smoke",
+            "--out", str(tmp_path)]
+    assert main(args + ["--tau", "1"]) == 0
+    assert pd.read_csv(tmp_path / "results.csv").tau.tolist() == [1.0]
+    # A finished run at tau 1 is not a tau 0.01 result: the sweep says so instead of skipping it.
+    assert main(args) == 2
+    assert re.search(r"tau 1\.0.*tau 0\.01.*own --out", capsys.readouterr().err)
 
 
 def test_ray_and_local_give_the_same_numbers(tmp_path):

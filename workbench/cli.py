@@ -127,7 +127,7 @@ def cmd_sweep(args) -> int:
     _threads(args.threads)
     from .sweep import sweep
 
-    overrides = {"total_steps": args.total_steps} if args.total_steps else {}
+    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau)) if v is not None}
     df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
                args.num_cpus, overrides, args.betas)
     print(df.groupby(["student_net", "loss", "beta"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collection schedules: 1 teacher-driven, 0 student-driven, linear:1:0 DAgger-style")
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--total-steps", type=int, default=None)
+    s.add_argument("--tau", type=float, default=None,
+                   help="KL temperature on the teacher (default 0.01, Rusu's; ~1 for PPO teachers)")
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")

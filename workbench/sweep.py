@@ -37,10 +37,14 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
 
     torch.set_num_threads(1)  # sweeps parallelise over runs, not inside one
     out = Path(job["out"])
-    if (out / "card.json").exists():
-        return json.loads((out / "card.json").read_text())
     config = distill_config(preset, job["teacher"], student_net=job["net"], loss=job["loss"], seed=job["seed"],
                             beta=job.get("beta", "1"), **overrides)
+    if (out / "card.json").exists():
+        card = json.loads((out / "card.json").read_text())
+        if card.get("tau") is not None and card["tau"] != config.tau:
+            raise ValueError(f"{out} holds a finished run at tau {card['tau']}, and this sweep asks for tau "
+                             f"{config.tau}; give the sweep its own --out")
+        return card
     return distill(config, out, resume=(out / "checkpoint.json").exists(), progress_bar=False)
 
 
