@@ -101,13 +101,19 @@ def test_interrupted_distillation_resumes(tmp_run):
     assert card["env_steps"] == 8_192
 
 
-def test_resume_seed_keeps_a_fresh_runs_seed_and_stays_in_32_bits():
+def test_resume_seed_keeps_a_fresh_runs_seed_and_every_env_accepts_it():
     from workbench.agents.common import resume_seed
+    from workbench.envs import make_env
 
     assert resume_seed(7, 0) == 7
     seeds = {resume_seed(7, step) for step in (1, 5_120, 10_000_000, 10**12)}
-    assert len(seeds) == 4 and all(0 <= s < 2**32 for s in seeds)
+    assert len(seeds) == 4 and all(0 <= s < 2**30 for s in seeds)
     assert resume_seed(7, 5_120) == resume_seed(7, 5_120) != resume_seed(8, 5_120)
+    # ale-py seeds its 8 envs seed .. seed + 7 as C ints: the Breakout run that resumed at update 1221 died here.
+    envs, _ = make_env("ALE/Breakout-v5", n_envs=8, seed=0)
+    for step in (1221, 1, 2, 3):
+        envs.reset(seed=resume_seed(1, step))
+    envs.close()
 
 
 def _ray_or_skip():

@@ -145,11 +145,12 @@ def _jsonish(v: Any) -> Any:
 
 def resume_seed(seed: int, step: int) -> int:
     """The env seed of a run's envs when it (re)starts at ``step``: ``seed`` itself for a fresh run, else a mix of
-    both inside the 32-bit range that every env accepts (``seed + 1_000_003 * step`` left it after 4,295 steps,
-    and a resumed distillation run failed with "Seed must be between 0 and 2**32 - 1")."""
+    both below 2**30, a range every env accepts with room for one seed per env above it. (``seed + 1_000_003 *
+    step`` left 2**32 after 4,295 steps: "Seed must be between 0 and 2**32 - 1". A full 32-bit mix failed half
+    the ALE resumes: ale-py's vector env seeds its envs ``seed, seed + 1, ...`` as C ints, below 2**31.)"""
     if step == 0:
         return seed
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] >> 2)
 
 
 def rng_state(rng: np.random.Generator) -> dict:
