@@ -7,7 +7,7 @@ import pytest
 from workbench.cli import main
 from workbench.evaluate import evaluate
 from workbench.runs import Run, load_policy
-from workbench.teachers import TEACHERS_DIR, list_teachers, paper_dqn, teacher_path
+from workbench.teachers import IN_TRAINING_DIR, TEACHERS_DIR, list_teachers, paper_dqn, teacher_path
 
 
 SHIPPED = sorted(p.parent.name for p in TEACHERS_DIR.glob("*/card.json"))
@@ -90,3 +90,35 @@ def test_ship_refuses_an_unfinished_or_thinly_evaluated_run(tmp_path):
     train_ppo(ppo_config("smoke", "CartPole-v1"), tmp_path / "run", progress_bar=False)  # 3 eval episodes
     with pytest.raises(ValueError, match="at least 30"):
         teachers.ship(tmp_path / "run", "x", how_trained="-")
+
+
+IN_TRAINING = sorted(p.parent.name for p in IN_TRAINING_DIR.glob("*/checkpoint.json"))
+
+
+@pytest.mark.parametrize("name", IN_TRAINING)
+def test_a_teacher_in_training_resumes_where_it_stopped(name, tmp_path):
+    """What a later session continues: the config the README's command rebuilds, and a checkpoint that loads
+    strictly into that network and its optimizer at the step its curve reached."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from workbench.agents.common import open_run
+    from workbench.agents.ppo import ppo_config, restore
+    from workbench.envs import make_env
+    from workbench.nets import build, make_spec
+
+    saved = Run(IN_TRAINING_DIR / name).config
+    assert "clip_coef" in saved, "only PPO teachers are trained across sessions"
+    config = ppo_config(saved["preset"], saved["env_id"], seed=saved["seed"])
+    shutil.copytree(IN_TRAINING_DIR / name, tmp_path / name)
+    envs, spec = make_env(config.env_id, 1, config.seed, **config.env_settings)
+    envs.close()
+    run = open_run(tmp_path / name, config, spec, resume=True)  # raises where the config differs
+    agent = build(make_spec(spec.obs_shape, spec.n_actions, width=config.width, value_head=True), "pi", seed=0)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr, eps=1e-5)
+    step, update, wall = restore(run, agent, optimizer, np.random.default_rng(0))
+    curve = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert step == update * config.n_envs * config.n_steps and 0 < curve[-1]["step"] <= step < config.total_steps
+    assert wall > 0 and optimizer.state_dict()["state"], "the optimizer's moments travel with the weights"

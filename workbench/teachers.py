@@ -8,6 +8,9 @@ from pathlib import Path
 TEACHERS_DIR = Path(__file__).resolve().parent.parent / "data" / "teachers"
 STUDENTS_DIR = Path(__file__).resolve().parent.parent / "data" / "students"
 DEFAULT_TEACHER = "minatar-breakout"
+# Teachers still training: interrupted run folders (config, curve, resume checkpoint; no card, no model) that a
+# later session copies to runs/ and continues with ``workbench train ... --resume``; a fresh checkout keeps no runs/.
+IN_TRAINING_DIR = Path(__file__).resolve().parent.parent / "data" / "in_training"
 
 
 def teacher_path(name: str) -> Path:

@@ -109,6 +109,18 @@ def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
     return with_preset(PPOConfig, preset, PPO_PRESETS, family_of(env_id), {"env_id": env_id}, **overrides)
 
 
+def restore(run, agent: nn.Module, optimizer: torch.optim.Optimizer,
+            rng: np.random.Generator) -> tuple[int, int, float]:
+    """Load ``run``'s resume checkpoint into the agent, optimizer and generators (strictly: a checkpoint of another
+    network fails here); return (env steps, updates, wall seconds) it had reached."""
+    arrays, state = run.load_checkpoint()
+    agent.load_state_dict({k[6:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("agent.")})
+    load_optimizer_arrays(optimizer, arrays, state["optimizer"])
+    set_rng_state(rng, state["rng"])
+    set_torch_rng_state(arrays["torch_rng"])
+    return state["global_step"], state["update"], state["wall_seconds"]
+
+
 def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
               callback=None, observer=None) -> dict:
     """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row;
@@ -127,12 +139,7 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
 
     global_step, update, wall_before = 0, 0, 0.0
     if resume and run.has_checkpoint():
-        arrays, state = run.load_checkpoint()
-        agent.load_state_dict({k[6:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("agent.")})
-        load_optimizer_arrays(optimizer, arrays, state["optimizer"])
-        global_step, update, wall_before = state["global_step"], state["update"], state["wall_seconds"]
-        set_rng_state(rng, state["rng"])
-        set_torch_rng_state(arrays["torch_rng"])
+        global_step, update, wall_before = restore(run, agent, optimizer, rng)
 
     obs_TB = np.zeros((config.n_steps, config.n_envs) + spec.obs_shape, dtype=spec.obs_dtype)
     act_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.int64)
