@@ -147,7 +147,7 @@ def test_sweep_writes_results_and_plot_and_skips_finished_runs(engine, tmp_path)
         ray.shutdown()
 
 
-def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another(tmp_path, capsys):
+def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe(tmp_path, capsys):
     from workbench.cli import main
 
     args = ["sweep", "--teacher", TEACHER, "--nets", "tiny", "--losses", "kl", "--seeds", "0", "--preset", "smoke",
@@ -157,6 +157,11 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another(tmp_pa
     # A finished run at tau 1 is not a tau 0.01 result: the sweep says so instead of skipping it.
     assert main(args) == 2
     assert re.search(r"tau 1\.0.*tau 0\.01.*own --out", capsys.readouterr().err)
+    # Nor is a run that saw another number of env steps (the folder name does not carry it either).
+    steps = pd.read_csv(tmp_path / "results.csv").env_steps.item()
+    assert main(args + ["--tau", "1", "--total-steps", str(2 * steps)]) == 2
+    assert re.search(rf"total_steps {steps}\b.*total_steps {2 * steps}.*own --out", capsys.readouterr().err)
+    assert main(args + ["--tau", "1"]) == 0, "the same recipe again reuses the finished run"
 
 
 def test_ray_and_local_give_the_same_numbers(tmp_path):

@@ -1,11 +1,13 @@
 """Many distillation runs: student size x loss x seed (x teacher). Local by default, Ray for a cluster.
 
-Each run is a folder ``OUT/<teacher>/<net>-<loss>-s<seed>``; a finished one (card.json present) is skipped
-and an interrupted one resumes from its checkpoint, so a sweep started again loses nothing.
+Each run is a folder ``OUT/<teacher>/<net>-<loss>-s<seed>``; a finished one (card.json present) is reused if it ran
+the same config (a finished run at another tau or step count is refused, not mixed in), and an interrupted one
+resumes from its checkpoint, so a sweep started again loses nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -31,6 +33,22 @@ def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",)) -> list[d
     return jobs
 
 
+# Config fields that change how a run reports itself, not what it learns.
+BOOKKEEPING = ("checkpoint_every", "log_every")
+
+
+def _refuse_another_config(out: Path, config) -> None:
+    """A finished run is a sweep's result only if it ran this config: folder names carry teacher, net, loss, beta
+    and seed, not tau, env steps or memory size, so a sweep reusing an --out would silently mix recipes."""
+    saved = json.loads((out / "config.json").read_text())
+    mine = json.loads(json.dumps(dataclasses.asdict(config)))
+    # None asks for the default, which the run resolved (lr: the student family's) and saved.
+    differ = [k for k in mine if k not in BOOKKEEPING and k in saved and mine[k] is not None and saved[k] != mine[k]]
+    if differ:
+        raise ValueError(f"{out} holds a finished run at {', '.join(f'{k} {saved[k]}' for k in differ)}, and this "
+                         f"sweep asks for {', '.join(f'{k} {mine[k]}' for k in differ)}; give the sweep its own --out")
+
+
 def run_job(job: dict, preset: str, overrides: dict) -> dict:
     """One student run (skipped if finished, resumed if interrupted); returns its card."""
     import torch
@@ -40,11 +58,8 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
     config = distill_config(preset, job["teacher"], student_net=job["net"], loss=job["loss"], seed=job["seed"],
                             beta=job.get("beta", "1"), **overrides)
     if (out / "card.json").exists():
-        card = json.loads((out / "card.json").read_text())
-        if card.get("tau") is not None and card["tau"] != config.tau:
-            raise ValueError(f"{out} holds a finished run at tau {card['tau']}, and this sweep asks for tau "
-                             f"{config.tau}; give the sweep its own --out")
-        return card
+        _refuse_another_config(out, config)
+        return json.loads((out / "card.json").read_text())
     return distill(config, out, resume=(out / "checkpoint.json").exists(), progress_bar=False)
 
 
