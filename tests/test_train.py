@@ -1,12 +1,13 @@
 """Every training path end to end on the smoke preset, in-process; repeatability; resume."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from workbench.agents.dqn import dqn_config, train_dqn
 from workbench.agents.ppo import ppo_config, train_ppo
-from workbench.runs import load_policy
+from workbench.runs import Run, load_policy
 
 TRAIN = {"dqn": (dqn_config, train_dqn), "ppo": (ppo_config, train_ppo)}
 ENVS = ["CartPole-v1", "MinAtar/Breakout-v1", "ALE/Pong-v5"]
@@ -55,7 +56,11 @@ def test_interrupted_training_resumes_and_keeps_every_metric_line(algo, tmp_run)
     assert not (tmp_run / "card.json").exists() and (tmp_run / "checkpoint.json").exists()
     with pytest.raises(FileExistsError, match="--resume"):
         train(config, tmp_run, progress_bar=False)
-    card = train(config, tmp_run, resume=True, progress_bar=False)
+    with pytest.raises(ValueError, match=r"different config.*\['lr'\]"):
+        train(replace(config, lr=config.lr * 2), tmp_run, resume=True, progress_bar=False)
+    # How often it checkpoints may change (a session about to end checkpoints more often); what it learns may not.
+    card = train(replace(config, checkpoint_every=512), tmp_run, resume=True, progress_bar=False)
+    assert Run(tmp_run).config["checkpoint_every"] == 512
     after = (tmp_run / "metrics.jsonl").read_text().splitlines()
     assert after[: len(before)] == before
     resumed = [json.loads(l) for l in after[len(before):]]

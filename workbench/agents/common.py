@@ -124,13 +124,18 @@ def check_out(out: str | Path, resume: bool) -> Path:
     return out
 
 
+# What a resumed run may change: how far it goes, and how often it logs and checkpoints (a session that must stop
+# soon checkpoints more often); everything else would make the second half another run's.
+RESUMABLE = ("total_steps", "checkpoint_every", "log_every")
+
+
 def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
     out = check_out(out, resume)
     run = Run(out)
     if resume and (out / "config.json").exists():
         saved = run.config
         mine = {**dataclasses.asdict(config), "env_spec": spec.to_dict()}
-        differ = {k for k in mine if k not in ("total_steps",) and saved.get(k) != _jsonish(mine[k])}
+        differ = {k for k in mine if k not in RESUMABLE and saved.get(k) != _jsonish(mine[k])}
         if differ:
             raise ValueError(f"--resume with a different config than {out}/config.json: {sorted(differ)} differ")
     run.write_config(config, env_spec=spec.to_dict())
