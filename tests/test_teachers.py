@@ -122,3 +122,15 @@ def test_a_teacher_in_training_resumes_where_it_stopped(name, tmp_path):
     curve = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert step == update * config.n_envs * config.n_steps and 0 < curve[-1]["step"] <= step < config.total_steps
     assert wall > 0 and optimizer.state_dict()["state"], "the optimizer's moments travel with the weights"
+
+
+def test_teachers_command_shows_what_is_still_training(capsys):
+    from workbench.teachers import list_in_training
+
+    assert main(["teachers"]) == 0
+    out = capsys.readouterr().out
+    assert ("still training" in out) == bool(IN_TRAINING)
+    rows = list_in_training()
+    assert list(rows.name) == IN_TRAINING
+    for row in rows.itertuples():
+        assert row.name in out.split("still training")[1] and 0 < row.env_steps < row.of

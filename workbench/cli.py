@@ -173,13 +173,17 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_teachers(args) -> int:
-    from .teachers import list_teachers
+    from .teachers import list_in_training, list_teachers
 
     df = list_teachers()
     if args.json:
         print(df.to_json(orient="records"))
-    else:
-        print(df.to_string(index=False, na_rep="-") if len(df) else "no shipped teachers found in data/teachers")
+        return 0
+    print(df.to_string(index=False, na_rep="-") if len(df) else "no shipped teachers found in data/teachers")
+    training = list_in_training()
+    if len(training):
+        print("\nstill training (not teachers yet; data/in_training/README.md says how to continue them):")
+        print(training.to_string(index=False, na_rep="-"))
     return 0
 
 

@@ -46,6 +46,24 @@ def list_teachers():
     return pd.DataFrame(rows)
 
 
+def list_in_training():
+    """Teachers still training (``data/in_training``): env, steps reached of the total, and the training return of
+    the last logged stretch (per game, under the exploration of the policy being trained)."""
+    import pandas as pd
+
+    rows = []
+    for ckpt in sorted(IN_TRAINING_DIR.glob("*/checkpoint.json")):
+        config = json.loads((ckpt.parent / "config.json").read_text())
+        state = json.loads(ckpt.read_text())
+        curve = [json.loads(line) for line in (ckpt.parent / "metrics.jsonl").read_text().splitlines()]
+        returns = [r["charts/episodic_return"] for r in curve if r.get("charts/episodic_return") is not None]
+        rows.append({"name": ckpt.parent.name, "env": config["env_id"], "preset": config["preset"],
+                     "seed": config["seed"], "env_steps": state["global_step"], "of": config["total_steps"],
+                     "training_return": round(returns[-1], 1) if returns else None,
+                     "train_minutes": round(state["wall_seconds"] / 60, 1)})
+    return pd.DataFrame(rows)
+
+
 SHIPPED_FILES = ("card.json", "config.json", "metrics.jsonl", "model.safetensors")
 # The published DQN figure each shipped teacher is held against (issue 5: at or above it).
 # MinAtar: Young & Tian 2019 (arXiv:1903.03176, Fig. 2) give DQN as learning curves, not a table. These are the
