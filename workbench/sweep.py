@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .agents.common import BOOKKEEPING
 from .distill.loop import distill, distill_config
 from .runs import atomic_write_bytes
 
@@ -31,10 +32,6 @@ def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",)) -> list[d
         jobs.append({"teacher": str(teacher), "net": net, "loss": loss, "beta": str(beta), "seed": int(seed),
                      "out": str(Path(out) / name / f"{tag}-s{seed}")})
     return jobs
-
-
-# Config fields that change how a run reports itself, not what it learns.
-BOOKKEEPING = ("checkpoint_every", "log_every")
 
 
 def _refuse_another_config(out: Path, config) -> None:

@@ -124,9 +124,11 @@ def check_out(out: str | Path, resume: bool) -> Path:
     return out
 
 
-# What a resumed run may change: how far it goes, and how often it logs and checkpoints (a session that must stop
-# soon checkpoints more often); everything else would make the second half another run's.
-RESUMABLE = ("total_steps", "checkpoint_every", "log_every")
+# Config fields that change how a run reports itself, not what it learns.
+BOOKKEEPING = ("checkpoint_every", "log_every")
+# What a resumed run may change: how far it goes, and its bookkeeping (a session that must stop soon checkpoints
+# more often); everything else would make the second half another run's.
+RESUMABLE = ("total_steps",) + BOOKKEEPING
 
 
 def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
