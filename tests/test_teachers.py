@@ -124,13 +124,23 @@ def test_a_teacher_in_training_resumes_where_it_stopped(name, tmp_path):
     assert wall > 0 and optimizer.state_dict()["state"], "the optimizer's moments travel with the weights"
 
 
-def test_teachers_command_shows_what_is_still_training(capsys):
-    from workbench.teachers import list_in_training
+def test_teachers_command_shows_what_is_still_training(capsys, monkeypatch, tmp_path):
+    """An interrupted run in data/in_training is listed apart, with the steps it reached; none, no block."""
+    from workbench import teachers
+    from workbench.agents.ppo import ppo_config, train_ppo
 
+    monkeypatch.setattr(teachers, "IN_TRAINING_DIR", tmp_path)
     assert main(["teachers"]) == 0
-    out = capsys.readouterr().out
-    assert ("still training" in out) == bool(IN_TRAINING)
-    rows = list_in_training()
-    assert list(rows.name) == IN_TRAINING
-    for row in rows.itertuples():
-        assert row.name in out.split("still training")[1] and 0 < row.env_steps < row.of
+    assert "still training" not in capsys.readouterr().out and teachers.list_in_training().empty
+
+    def interrupt(row):
+        if row["step"] >= 2048:  # after the checkpoint at 1024
+            raise KeyboardInterrupt
+
+    config = ppo_config("smoke", "CartPole-v1", total_steps=4096, log_every=512, checkpoint_every=1024)
+    with pytest.raises(KeyboardInterrupt):
+        train_ppo(config, tmp_path / "cartpole-long", progress_bar=False, callback=interrupt)
+    assert main(["teachers"]) == 0
+    listed = capsys.readouterr().out.split("still training")[1]
+    row = teachers.list_in_training().iloc[0]
+    assert row["name"] == "cartpole-long" and "cartpole-long" in listed and 1024 <= row.env_steps < row.of == 4096

@@ -61,7 +61,8 @@ def list_in_training():
                      "seed": config["seed"], "env_steps": state["global_step"], "of": config["total_steps"],
                      "training_return": round(returns[-1], 1) if returns else None,
                      "train_minutes": round(state["wall_seconds"] / 60, 1)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["name", "env", "preset", "seed", "env_steps", "of", "training_return",
+                                       "train_minutes"])
 
 
 SHIPPED_FILES = ("card.json", "config.json", "metrics.jsonl", "model.safetensors")
