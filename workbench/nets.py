@@ -141,8 +141,9 @@ class Policy(nn.Module):
     def features(self, obs) -> torch.Tensor:
         obs_B = torch.as_tensor(obs, device=self.head.weight.device)
         if self.spec.family == "nature_cnn":
-            # Same numbers up to float rounding, other layout: oneDNN's channels-last convs train a Nature CNN about 1.5x faster on a
-            # CPU (`workbench bench` -> nature_cnn_layout). Reordered while still uint8: a quarter of the bytes.
+            # Same numbers up to float rounding, other layout: oneDNN's channels-last convs train a Nature CNN about
+            # 1.5x faster on a CPU (`workbench bench` -> nature_cnn_layout). Reordered while still uint8: a quarter of
+            # the bytes.
             obs_B = obs_B.contiguous(memory_format=torch.channels_last)
         x = obs_B.float()
         if self.spec.obs_scale != 1.0:
