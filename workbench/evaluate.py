@@ -16,11 +16,18 @@ import torch
 from .envs import make_env
 
 
+STALL_STEPS = 1_000
+"""Steps on unchanging frames after which a greedy evaluation episode counts as stuck (4,000 Atari frames, over a
+minute of play; no shipped teacher ever comes near it)."""
+
+
 @dataclass
 class EvalResult:
     returns: np.ndarray
     lengths: np.ndarray | None = None
     """Per-episode lengths (None where the returns were read from a card, which keeps only their mean)."""
+    stalled: int = 0
+    """Episodes ended early because a greedy policy sat on unchanging frames (see ``evaluate``)."""
 
     @property
     def mean(self) -> float:
@@ -34,6 +41,7 @@ class EvalResult:
         out = {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std, f"{prefix}_n": int(len(self.returns))}
         if self.lengths is not None:
             out["episode_length_mean"] = float(np.mean(self.lengths))
+            out["stalled_episodes"] = self.stalled
         return out
 
 
@@ -47,11 +55,19 @@ def geometric_mean_pct(pcts) -> float | None:
 @torch.no_grad()
 def evaluate(
     policy, env_id: str, episodes: int = 30, seed: int = 10_000, settings: dict | None = None,
-    greedy: bool = True, epsilon: float = 0.0, max_parallel: int = 16,
+    greedy: bool = True, epsilon: float = 0.0, max_parallel: int = 16, stall_steps: int | None = STALL_STEPS,
 ) -> EvalResult:
-    """Play ``episodes`` episodes; episode i starts from env seed ``seed + i``."""
+    """Play ``episodes`` episodes; episode i starts from env seed ``seed + i``.
+
+    A greedy policy (no epsilon) that sees the same observation ``stall_steps`` steps in a row is stuck: the
+    same frames give the same action, and a game that waits for input (Atari Breakout after a lost life, until
+    FIRE is pressed) never moves again. Such an episode ends there with the return it had, instead of playing on
+    to the env's cap (108k frames on Atari, minutes of CPU for a student that never learnt to press FIRE); the
+    result counts them in ``stalled``. ``stall_steps=None`` plays every episode to its end.
+    """
     policy.eval()
-    returns, lengths = [], []
+    returns, lengths, stalled = [], [], 0
+    watch = stall_steps is not None and greedy and epsilon == 0
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     start = 0
@@ -62,20 +78,28 @@ def evaluate(
         obs, _ = venv.reset(seed=seed + start)
         ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
+        same_for = np.zeros(n, dtype=np.int64)
         while running.any():
             action = policy.act(obs, greedy=greedy, generator=gen).numpy()
             if epsilon > 0:
                 explore = rng.random(n) < epsilon
                 action = np.where(explore, rng.integers(0, spec.n_actions, n), action)
+            before = np.array(obs, copy=True) if watch else None
             obs, reward, term, trunc, _ = venv.step(action)
             ret += reward * running
             length += running
             running &= ~(term | trunc)
+            if watch:
+                same = (np.asarray(obs) == before).reshape(n, -1).all(1)
+                same_for = np.where(same, same_for + 1, 0)
+                stuck = running & (same_for >= stall_steps)
+                stalled += int(stuck.sum())
+                running &= ~stuck
         venv.close()
         returns.extend(ret.tolist())
         lengths.extend(length.tolist())
         start += n
-    return EvalResult(np.asarray(returns), np.asarray(lengths))
+    return EvalResult(np.asarray(returns), np.asarray(lengths), stalled)
 
 
 def evaluate_teacher(teacher, card: dict, env_id: str, episodes: int, seed: int, settings: dict) -> EvalResult:
