@@ -31,6 +31,17 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert result["return_n"] == 4 and result["return_mean"] > 0 and "return_std" in result
 
 
+def test_evaluate_with_epsilon_takes_random_actions(capsys):
+    cartpole = str(Path(__file__).resolve().parent.parent / "data" / "teachers" / "cartpole")
+    assert main(["evaluate", cartpole, "--episodes", "4", "--epsilon", "0"]) == 0
+    greedy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", cartpole, "--episodes", "4", "--epsilon", "1"]) == 0
+    random = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert greedy["return_mean"] == 500.0 and random["epsilon"] == 1.0 and random["return_mean"] < 100
+    assert main(["evaluate", cartpole, "--epsilon", "5"]) == 2
+    assert "not a probability" in capsys.readouterr().err
+
+
 def test_train_set_overrides_any_config_field_and_the_run_records_it(tmp_path, capsys):
     out = tmp_path / "cp"
     assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--preset", "smoke", "--out", str(out), "--quiet",

@@ -58,13 +58,15 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
     from .runs import Run, load_policy
 
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise ValueError(f"--epsilon {args.epsilon} is not a probability; give a value in [0, 1] (0.05: Nature DQN)")
     policy = load_policy(args.run)
     run = Run(args.run)
     settings = run.config.get("env_spec", {}).get("settings", {}) if run.file("config.json").exists() else {}
     env_id = args.env or run.card["env_id"]
-    result = evaluate(policy, env_id, args.episodes, args.seed, settings)
+    result = evaluate(policy, env_id, args.episodes, args.seed, settings, epsilon=args.epsilon)
     print(json.dumps({"run": str(args.run), "env_id": env_id, "params": policy.n_params, "seed": args.seed,
-                      **result.summary("return")}))
+                      "epsilon": args.epsilon, **result.summary("return")}))
     return 0
 
 
@@ -244,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--episodes", type=int, default=30)
     s.add_argument("--seed", type=int, default=10_000)
     s.add_argument("--env", default=None, help="env id (default: the run's)")
+    s.add_argument("--epsilon", type=float, default=0.0,
+                   help="take a uniformly random action with this probability (Nature DQN's protocol: 0.05; "
+                        "default 0, greedy, as every card here)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("distill", help="distil a teacher into a smaller student")
