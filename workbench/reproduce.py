@@ -83,7 +83,7 @@ def rusu_table(results: pd.DataFrame, preset: str = "demo", wall_seconds: float 
     run time (the sum of the runs' wall seconds, and the sweep's own wall time where given). A geometric mean row
     says over how many games it is taken: a sweep still going may have more games for one loss than another."""
     df = results.copy()
-    df["game"] = df["env_id"].str.split("/").str[-1]
+    df["game"] = df["env_id"]  # the whole id: MinAtar/Breakout-v1 and ALE/Breakout-v5 are two games
     g = (df.groupby(["game", "student_net", "loss"])
            .agg(pct_mean=("pct_of_teacher", "mean"), pct_std=("pct_of_teacher", "std"), seeds=("seed", "nunique"),
                 compression=("compression", "mean"), agreement=("agreement", "mean"),
