@@ -1,6 +1,7 @@
 """Evaluation on fixed seeds: episodes where a greedy policy is stuck on frozen frames end early, return intact."""
 
 import numpy as np
+import pytest
 import torch
 
 from workbench.envs import make_env
@@ -39,3 +40,12 @@ def test_a_policy_that_explores_is_never_cut():
     result = evaluate(AlwaysNoop(), BREAKOUT, 2, 10_000, spec.settings, epsilon=0.1, stall_steps=20)
     assert result.stalled == 0
     assert np.all(result.lengths > 0)
+
+
+def test_fire_after_life_loss_relaunches_the_ball_for_the_policy():
+    _, spec = make_env(BREAKOUT, 1, seed=0)
+    result = evaluate(AlwaysNoop(), BREAKOUT, 3, 10_000, spec.settings, fire_after_life_loss=True)
+    # All five lives are played (a NOOP paddle misses each ball in about 25 steps), none waits on frozen frames.
+    assert result.stalled == 0 and result.lengths.max() < 300
+    with pytest.raises(ValueError, match="needs an Atari game with lives and a FIRE action"):
+        evaluate(AlwaysNoop(), "CartPole-v1", 1, 0, fire_after_life_loss=True)

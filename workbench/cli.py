@@ -64,9 +64,11 @@ def cmd_evaluate(args) -> int:
     run = Run(args.run)
     settings = run.config.get("env_spec", {}).get("settings", {}) if run.file("config.json").exists() else {}
     env_id = args.env or run.card["env_id"]
-    result = evaluate(policy, env_id, args.episodes, args.seed, settings, epsilon=args.epsilon)
+    result = evaluate(policy, env_id, args.episodes, args.seed, settings, epsilon=args.epsilon,
+                      fire_after_life_loss=args.fire_after_life_loss)
     print(json.dumps({"run": str(args.run), "env_id": env_id, "params": policy.n_params, "seed": args.seed,
-                      "epsilon": args.epsilon, **result.summary("return")}))
+                      "epsilon": args.epsilon, "fire_after_life_loss": args.fire_after_life_loss,
+                      **result.summary("return")}))
     return 0
 
 
@@ -249,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epsilon", type=float, default=0.0,
                    help="take a uniformly random action with this probability (Nature DQN's protocol: 0.05; "
                         "default 0, greedy, as every card here)")
+    s.add_argument("--fire-after-life-loss", action="store_true",
+                   help="press FIRE for the policy after each lost life (Atari): how it plays apart from relaunching "
+                        "the ball, which a student that copied a stochastic teacher may never do greedily")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("distill", help="distil a teacher into a smaller student")

@@ -56,6 +56,7 @@ def geometric_mean_pct(pcts) -> float | None:
 def evaluate(
     policy, env_id: str, episodes: int = 30, seed: int = 10_000, settings: dict | None = None,
     greedy: bool = True, epsilon: float = 0.0, max_parallel: int = 16, stall_steps: int | None = STALL_STEPS,
+    fire_after_life_loss: bool = False,
 ) -> EvalResult:
     """Play ``episodes`` episodes; episode i starts from env seed ``seed + i``.
 
@@ -64,10 +65,15 @@ def evaluate(
     FIRE is pressed) never moves again. Such an episode ends there with the return it had, instead of playing on
     to the env's cap (108k frames on Atari, minutes of CPU for a student that never learnt to press FIRE); the
     result counts them in ``stalled``. ``stall_steps=None`` plays every episode to its end.
+
+    ``fire_after_life_loss`` presses FIRE for the policy on the step after each lost life (Atari games with lives
+    and a FIRE action), as wrappers that end an episode at each lost life and fire on reset do. It measures how a
+    policy plays once the ball is in, apart from whether it relaunches it; it is not the cards' protocol.
     """
     policy.eval()
     returns, lengths, stalled = [], [], 0
     watch = stall_steps is not None and greedy and epsilon == 0
+    fire = None
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     start = 0
@@ -75,7 +81,14 @@ def evaluate(
         n = min(max_parallel, episodes - start)
         venv, spec = make_env(env_id, n, seed=seed + start, **(settings or {}))
         # Vector envs seed copy k with seed + k, so episode start+k starts from env seed seed + start + k.
-        obs, _ = venv.reset(seed=seed + start)
+        obs, info = venv.reset(seed=seed + start)
+        if fire_after_life_loss:
+            if "FIRE" not in spec.action_meanings or "lives" not in info:
+                venv.close()
+                raise ValueError(f"fire_after_life_loss needs an Atari game with lives and a FIRE action; {env_id} "
+                                 f"has actions {list(spec.action_meanings)}{'' if 'lives' in info else ' and no lives'}")
+            fire, lives = spec.action_meanings.index("FIRE"), np.asarray(info["lives"])
+            lost = np.zeros(n, dtype=bool)
         ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
         same_for = np.zeros(n, dtype=np.int64)
@@ -84,8 +97,13 @@ def evaluate(
             if epsilon > 0:
                 explore = rng.random(n) < epsilon
                 action = np.where(explore, rng.integers(0, spec.n_actions, n), action)
+            if fire is not None:
+                action = np.where(lost, fire, action)
             before = np.array(obs, copy=True) if watch else None
-            obs, reward, term, trunc, _ = venv.step(action)
+            obs, reward, term, trunc, info = venv.step(action)
+            if fire is not None:
+                now = np.asarray(info["lives"])
+                lost, lives = now < lives, now
             ret += reward * running
             length += running
             running &= ~(term | trunc)
