@@ -117,3 +117,18 @@ def test_estimate_times_the_pieces_and_scales_them_to_the_preset(capsys):
     assert main(["reproduce", "--preset", "smoke", "--teachers", "cartpole", "--nets", "tiny", "--estimate"]) == 0
     assert "all:" in capsys.readouterr().out
     assert main(["reproduce", "--preset", "demo", "--teachers", "cartpole"]) == 2  # a sweep needs its --out
+
+
+def test_breakout_probe_script_refuses_a_run_that_is_not_a_breakout_student_and_keeps_the_csv():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    csv = root / "data" / "results" / "breakout_fire_probe.csv"
+    before = csv.read_bytes()
+    done = subprocess.run([sys.executable, str(root / "scripts" / "breakout_probe_row.py"),
+                           str(root / "data" / "teachers" / "cartpole")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "not a distilled Atari Breakout student" in done.stderr and "CartPole-v1" in done.stderr
+    assert csv.read_bytes() == before
