@@ -132,3 +132,83 @@ def test_breakout_probe_script_refuses_a_run_that_is_not_a_breakout_student_and_
     assert done.returncode != 0
     assert "not a distilled Atari Breakout student" in done.stderr and "CartPole-v1" in done.stderr
     assert csv.read_bytes() == before
+
+
+def test_probe_rows_come_from_finished_student_runs_and_replace_the_same_run(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from workbench.distill.loop import distill, distill_config
+    from workbench.reproduce import PROBE_COLUMNS, PROBES, add_probe_rows
+
+    runs = [tmp_path / f"tiny-s{s}" for s in (0, 1)]
+    cards = [distill(distill_config("smoke", "cartpole", student_net="tiny", loss="kl", seed=s), out, progress_bar=False)
+             for s, out in zip((0, 1), runs)]
+    into = tmp_path / "probe.csv"
+    table = add_probe_rows(runs[:1], "smoke, tau 0.01", into)
+    assert list(table.columns) == PROBE_COLUMNS and len(table) == 1
+    assert table["pct_of_teacher"].iloc[0] == pytest.approx(cards[0]["pct_of_teacher"])
+    add_probe_rows(runs, "smoke, tau 0.01", into)  # seed 0 again replaces its row; seed 1 is new
+    add_probe_rows(runs[1:], "another recipe", into)
+    written = pd.read_csv(into, dtype={"beta": str})
+    assert list(zip(written["recipe"], written["seed"])) == [("smoke, tau 0.01", 0), ("smoke, tau 0.01", 1),
+                                                            ("another recipe", 1)]
+    before = into.read_bytes()
+    # A run from another version of the teacher, a teacher's own folder, an unfinished run: refused, and nothing
+    # is written even where the other runs given are fine.
+    other = tmp_path / "other-teacher"
+    shutil.copytree(runs[0], other)
+    card = json.loads((other / "card.json").read_text())
+    (other / "card.json").write_text(json.dumps({**card, "teacher_return_mean": 12.0}))
+    with pytest.raises(ValueError, match="teacher that scores 12.0.*distil it again"):
+        add_probe_rows([runs[1], other], "third", into)
+    with pytest.raises(ValueError, match="not a distilled student"):
+        add_probe_rows([TEACHERS_DIR / "cartpole"], "third", into)
+    (other / "card.json").unlink()
+    with pytest.raises(ValueError, match="no card.json.*--resume"):
+        add_probe_rows([other], "third", into)
+    assert into.read_bytes() == before
+    root = Path(__file__).resolve().parents[1]
+    committed = PROBES.read_bytes()
+    done = subprocess.run([sys.executable, str(root / "scripts" / "probes.py"), "add", "--recipe", "x",
+                           str(TEACHERS_DIR / "cartpole")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a distilled student" in done.stderr and PROBES.read_bytes() == committed
+
+
+def test_more_data_table_takes_each_game_at_its_own_recipe():
+    from workbench.reproduce import TABLE_RECIPE, more_data_table
+
+    results = pd.DataFrame({"teacher": ["a"] * 4, "loss": ["kl", "kl", "kl", "mse"], "seed": [0, 1, 0, 0],
+                            "student_net": ["net3", "net3", "tiny", "tiny"], "pct_of_teacher": [100.0, 90.0, 80.0, 1.0],
+                            "env_steps": [100_000] * 4})
+    probes = pd.DataFrame({"recipe": ["r", "r", "r", "other"], "teacher": ["b"] * 4, "loss": ["kl"] * 4,
+                           "student_net": ["net3", "tiny", "tiny", "net3"], "seed": [0, 0, 1, 1],
+                           "pct_of_teacher": [50.0, 60.0, 70.0, 500.0], "env_steps": [1_000_000] * 4})
+    spec = {"loss": "kl", "nets": ["net3", "tiny"], "recipes": {"a": "table", "b": "r"}, "without": ["b"]}
+    t = more_data_table(spec, results, probes).set_index("game")
+    assert t.loc["a", "recipe"] == TABLE_RECIPE and t.loc["b", "recipe"] == "r"
+    assert (t.loc["a", "net3"], t.loc["a", "net3_seeds"], t.loc["a", "tiny"]) == (95.0, 2, 80.0)
+    assert (t.loc["b", "net3"], t.loc["b", "tiny"], t.loc["b", "tiny_seeds"], t.loc["b", "env_steps"]) == \
+        (50.0, 65.0, 2, 1_000_000)
+    assert t.loc["geometric mean", "net3"] == pytest.approx(math.sqrt(95 * 50), abs=0.05)
+    assert t.loc["geometric mean", "tiny"] == pytest.approx(math.sqrt(80 * 65), abs=0.05)
+    assert (t.loc["geometric mean without b", "net3"], t.loc["geometric mean without b", "tiny"]) == (95.0, 80.0)
+    assert (t.loc["target (issue 5)", "net3"], t.loc["target (issue 5)", "tiny"]) == (100.0, 95.0)
+    with pytest.raises(ValueError, match="no kl net3 runs of b under the recipe 'missing'.*scripts/probes.py add"):
+        more_data_table({**spec, "recipes": {"b": "missing"}}, results, probes)
+
+
+def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_it():
+    from workbench.plots import more_data_figure
+    from workbench.reproduce import more_data_table
+
+    committed = pd.read_csv(Path(CONFIG).parent / "more_data_table.csv",
+                            dtype={"net3_seeds": "Int64", "tiny_seeds": "Int64", "env_steps": "Int64"})
+    again = more_data_table()
+    pd.testing.assert_frame_equal(committed, again, check_dtype=False)
+    fig = more_data_figure(again)
+    shown = again[~again["game"].str.startswith("target")]
+    assert [t.name for t in fig.data] == ["net3", "tiny"] and list(fig.data[0].x) == list(shown["game"])
+    assert list(fig.data[1].y) == list(shown["tiny"]) and [s.y0 for s in fig.layout.shapes] == [100.0, 95.0]

@@ -281,3 +281,27 @@ def rusu_heatmap(table: pd.DataFrame, title: str = "% of teacher per game and st
     fig.update_layout(title=title, template="plotly_white", height=140 + 40 * table["game"].nunique(),
                       width=max(700, 330 * len(losses)))
     return fig
+
+
+def more_data_figure(table: pd.DataFrame, title: str = "Each game at the recipe that copies it: % of teacher") -> go.Figure:
+    """Bars per game and student size, the geometric means beside them, and each size's target as a dashed line.
+    ``table``: ``reproduce.more_data_table``; a bar's hover names the game's recipe and its seeds."""
+    nets = [c for c in table.columns if f"{c}_seeds" in table.columns]
+    rows = table[~table["game"].str.startswith("target")]
+    targets = table[table["game"].str.startswith("target")]
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    fig = go.Figure()
+    for net, colour in zip(nets, colours):
+        recipe = rows["recipe"].fillna("over the games above")
+        fig.add_trace(go.Bar(
+            x=rows["game"], y=rows[net], name=net, marker_color=colour,
+            text=[f"{v:.1f}" for v in rows[net]], textposition="outside",
+            customdata=np.stack([recipe, rows[f"{net}_seeds"].astype(str)], axis=-1),
+            hovertemplate="%{x}, " + net + ": %{y:.1f}% of teacher<br>%{customdata[0]}, %{customdata[1]} seeds"
+                          "<extra></extra>"))
+        if not targets.empty and pd.notna(targets[net].iloc[0]):
+            fig.add_hline(y=float(targets[net].iloc[0]), line_dash="dash", line_color=colour,
+                          annotation_text=f"{net} target {targets[net].iloc[0]:.0f}%")
+    fig.update_layout(title=title, barmode="group", template="plotly_white", height=460,
+                      yaxis_title="% of teacher (student / teacher return)", xaxis_tickangle=-30)
+    return fig

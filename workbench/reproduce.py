@@ -10,6 +10,7 @@ size and loss, beside Rusu's Dist-KL figures (108.3 / 101.7 / 83.9 for net1 / ne
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from .teachers import TEACHERS_DIR
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "results" / "rusu_sweep.json"
 RESULTS = CONFIG.parent / "rusu_results.csv"
+PROBES = CONFIG.parent / "data_tau_probe.csv"  # single runs past the demo recipe (more data, tau 1, collection)
+MORE_DATA = CONFIG.parent / "more_data_recipes.json"  # which recipe each game's row of the more-data table takes
+TABLE_RECIPE = "100k steps, tau 0.01 (the table)"
+PROBE_COLUMNS = ["recipe", "teacher", "student_net", "loss", "tau", "beta", "seed", "env_steps", "updates",
+                 "student_params", "compression", "return_mean", "return_std", "teacher_return_mean", "pct_of_teacher",
+                 "agreement", "kl", "wall_seconds"]
+PROBE_KEY = ["recipe", "teacher", "student_net", "loss", "seed"]
 KEY = ["teacher", "student_net", "loss", "tau", "beta", "seed"]
 RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
 TARGETS = {"net3": 100.0, "tiny": 95.0}
@@ -181,3 +189,76 @@ def estimate(config: dict, preset: str = "full", probe_steps: int = 100, probe_u
     runs_per_cell = len(config["losses"]) * len(config["seeds"])
     df["sweep_hours"] = (df["run_seconds"] * runs_per_cell / 3600).round(2)
     return df
+
+
+def probe_row(run_dir: str | Path, recipe: str) -> dict:
+    """A finished student run as a row of the probe file (``PROBES``): its card's figures under a recipe name.
+    Refuses a folder that is not a finished distillation run, and a run distilled from a teacher that is no longer
+    the shipped one of that name (its % of teacher would be of another teacher)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "card.json").exists():
+        raise ValueError(f"{run_dir} has no card.json, so it is not a finished run; finish it (the same command "
+                         "with --resume) or give another folder")
+    card = json.loads((run_dir / "card.json").read_text())
+    if card.get("algo") != "distill":
+        raise ValueError(f"{run_dir} is not a distilled student (algo {card.get('algo')!r}, env "
+                         f"{card.get('env_id')!r}); give a folder that `workbench distill` wrote")
+    shipped = TEACHERS_DIR / str(card["teacher"]) / "card.json"
+    if shipped.exists():
+        score = json.loads(shipped.read_text())["return_mean"]
+        if not math.isclose(score, card["teacher_return_mean"], rel_tol=1e-9):
+            raise ValueError(f"{run_dir} was distilled from a {card['teacher']} teacher that scores "
+                             f"{card['teacher_return_mean']:.1f}, and the shipped one scores {score:.1f}; distil "
+                             "it again from the shipped teacher")
+    return {"recipe": recipe, **{k: card.get(k) for k in PROBE_COLUMNS[1:]}}
+
+
+def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame:
+    """Add finished runs to the probe file under ``recipe``; a row of the same recipe, teacher, size, loss and
+    seed is replaced. Every run is checked before anything is written, and the file is rewritten atomically."""
+    into = Path(into)
+    new = pd.DataFrame([probe_row(r, recipe) for r in runs], columns=PROBE_COLUMNS).astype({"beta": str})
+    old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
+    keep = ~old.set_index(PROBE_KEY).index.isin(new.set_index(PROBE_KEY).index)
+    table = pd.concat([old[keep], new], ignore_index=True)
+    atomic_write_bytes(into, table.to_csv(index=False).encode())
+    return table
+
+
+def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = None,
+                    probes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """% of teacher per game with each game at the recipe ``spec`` names for it: "table" (the demo sweep's runs,
+    100k env steps and tau 0.01) or a recipe in the probe file (say "1M steps, tau 1"). ``spec`` (default
+    ``MORE_DATA``) also names the loss, the student sizes and games to leave out of a second geometric mean.
+    One row per game (mean, std and seeds per size, and the env steps), then the geometric means and the targets."""
+    spec = spec or json.loads(MORE_DATA.read_text())
+    loss, nets = spec["loss"], spec["nets"]
+    results = pd.read_csv(RESULTS, dtype={"beta": str}) if results is None else results
+    probes = pd.read_csv(PROBES, dtype={"beta": str}) if probes is None else probes
+    rows = []
+    for game, recipe in spec["recipes"].items():
+        if recipe == "table":
+            runs, recipe = results[(results["teacher"] == game) & (results["loss"] == loss)], TABLE_RECIPE
+        else:
+            runs = probes[(probes["teacher"] == game) & (probes["recipe"] == recipe) & (probes["loss"] == loss)]
+        row = {"game": game, "recipe": recipe}
+        for net in nets:
+            pct = runs[runs["student_net"] == net].set_index("seed")["pct_of_teacher"]
+            if pct.empty:
+                raise ValueError(f"no {loss} {net} runs of {game} under the recipe {recipe!r}; add them with "
+                                 "`scripts/probes.py add --recipe RECIPE RUN...` or name another recipe")
+            row |= {net: pct.mean(), f"{net}_std": pct.std(), f"{net}_seeds": len(pct)}
+        row["env_steps"] = int(runs["env_steps"].max())
+        rows.append(row)
+    games = pd.DataFrame(rows)
+    summary = [("geometric mean", games)]
+    if spec.get("without"):
+        summary.append((f"geometric mean without {', '.join(spec['without'])}",
+                        games[~games["game"].isin(spec["without"])]))
+    extra = [{"game": name, **{net: geometric_mean_pct(part[net]) for net in nets},
+              **{f"{net}_seeds": part[f"{net}_seeds"].min() for net in nets}} for name, part in summary]
+    extra.append({"game": "target (issue 5)", **{net: TARGETS.get(net) for net in nets}})
+    table = pd.concat([games, pd.DataFrame(extra)], ignore_index=True)
+    counts = [c for c in table.columns if c.endswith("_seeds")] + ["env_steps"]
+    table[counts] = table[counts].astype("Int64")
+    return table.round({c: 1 for c in table.columns if c.startswith(tuple(nets)) and not c.endswith("_seeds")})

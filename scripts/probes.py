@@ -1,0 +1,52 @@
+"""The probe file (``data/results/data_tau_probe.csv``) and the more-data table built from it.
+
+    .venv/bin/python scripts/probes.py add --recipe "1M steps, tau 1" RUN [RUN ...]
+    .venv/bin/python scripts/probes.py table [--write]
+
+``add`` puts finished student runs (folders that ``workbench distill`` or a sweep wrote) into the probe file under
+a recipe name; a run of the same recipe, teacher, size, loss and seed replaces the old row. ``table`` prints the
+more-data table (each game at the recipe ``data/results/more_data_recipes.json`` names) and, with ``--write``,
+saves it as ``data/results/more_data_table.csv``. Both files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from workbench.reproduce import MORE_DATA, PROBES, add_probe_rows, more_data_table
+from workbench.runs import atomic_write_bytes
+
+TABLE = MORE_DATA.parent / "more_data_table.csv"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add finished runs to the probe file")
+    add.add_argument("--recipe", required=True, help='what the runs did differently, e.g. "1M steps, tau 1"')
+    add.add_argument("runs", nargs="+")
+    add.add_argument("--into", default=str(PROBES))
+    table = sub.add_parser("table", help="print the more-data table")
+    table.add_argument("--write", action="store_true", help=f"also save it as {TABLE}")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "add":
+            rows = add_probe_rows(args.runs, args.recipe, args.into)
+            print(rows[rows["recipe"] == args.recipe].to_string(index=False))
+        else:
+            result = more_data_table()
+            with pd.option_context("display.width", 200, "display.max_columns", 20):
+                print(result.to_string(index=False))
+            if args.write:
+                atomic_write_bytes(TABLE, result.to_csv(index=False).encode())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
