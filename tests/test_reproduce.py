@@ -210,5 +210,7 @@ def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_i
     pd.testing.assert_frame_equal(committed, again, check_dtype=False)
     fig = more_data_figure(again)
     shown = again[~again["game"].str.startswith("target")]
-    assert [t.name for t in fig.data] == ["net3", "tiny"] and list(fig.data[0].x) == list(shown["game"])
-    assert list(fig.data[1].y) == list(shown["tiny"]) and [s.y0 for s in fig.layout.shapes] == [100.0, 95.0]
+    assert [t.name for t in fig.data] == ["net3", "net3 target 100%", "tiny", "tiny target 95%"]
+    assert [x.split("<br>")[0] for x in fig.data[0].x] == [g.split(" without ")[0] for g in shown["game"]]
+    assert all(r in x for x, r in zip(fig.data[0].x, shown["recipe"].dropna()))
+    assert list(fig.data[2].y) == list(shown["tiny"]) and [s.y0 for s in fig.layout.shapes] == [100.0, 95.0]

@@ -285,23 +285,25 @@ def rusu_heatmap(table: pd.DataFrame, title: str = "% of teacher per game and st
 
 def more_data_figure(table: pd.DataFrame, title: str = "Each game at the recipe that copies it: % of teacher") -> go.Figure:
     """Bars per game and student size, the geometric means beside them, and each size's target as a dashed line.
-    ``table``: ``reproduce.more_data_table``; a bar's hover names the game's recipe and its seeds."""
+    ``table``: ``reproduce.more_data_table``; each game's label carries its recipe, a bar's hover its seeds."""
     nets = [c for c in table.columns if f"{c}_seeds" in table.columns]
     rows = table[~table["game"].str.startswith("target")]
     targets = table[table["game"].str.startswith("target")]
+    recipe = rows["recipe"].fillna("")
+    labels = [f"{g.replace(' without ', '<br>without ')}<br><sub>{r}</sub>" for g, r in zip(rows["game"], recipe)]
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
     fig = go.Figure()
     for net, colour in zip(nets, colours):
-        recipe = rows["recipe"].fillna("over the games above")
         fig.add_trace(go.Bar(
-            x=rows["game"], y=rows[net], name=net, marker_color=colour,
+            x=labels, y=rows[net], name=net, marker_color=colour,
             text=[f"{v:.1f}" for v in rows[net]], textposition="outside",
-            customdata=np.stack([recipe, rows[f"{net}_seeds"].astype(str)], axis=-1),
-            hovertemplate="%{x}, " + net + ": %{y:.1f}% of teacher<br>%{customdata[0]}, %{customdata[1]} seeds"
-                          "<extra></extra>"))
-        if not targets.empty and pd.notna(targets[net].iloc[0]):
-            fig.add_hline(y=float(targets[net].iloc[0]), line_dash="dash", line_color=colour,
-                          annotation_text=f"{net} target {targets[net].iloc[0]:.0f}%")
-    fig.update_layout(title=title, barmode="group", template="plotly_white", height=460,
-                      yaxis_title="% of teacher (student / teacher return)", xaxis_tickangle=-30)
+            customdata=rows[f"{net}_seeds"].astype(str),
+            hovertemplate="%{x}<br>" + net + ": %{y:.1f}% of teacher, %{customdata} seeds<extra></extra>"))
+        if not targets.empty and pd.notna(targets[net].iloc[0]):  # the line, and a legend entry naming it
+            target = float(targets[net].iloc[0])
+            fig.add_hline(y=target, line_dash="dash", line_color=colour)
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(dash="dash", color=colour),
+                                     name=f"{net} target {target:.0f}%"))
+    fig.update_layout(title=title, barmode="group", template="plotly_white", height=500,
+                      yaxis_title="% of teacher (student / teacher return)", margin=dict(b=120))
     return fig
