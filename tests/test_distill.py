@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace as dataclasses_replace
 
 import pandas as pd
 import pytest
@@ -188,3 +189,81 @@ def test_distillation_from_an_atari_teacher(tmp_path):
     assert 0.0 <= card["agreement"] <= 1.0 and card["return_n"] == 1
     # A Nature-CNN student steps at 2.5e-4 unless told (1e-3 killed a Pong student), and its config says so
     assert json.loads((tmp_path / "student" / "config.json").read_text())["lr"] == 2.5e-4
+
+
+def test_weight_average_is_an_exponential_average_that_warms_up():
+    import torch
+
+    from workbench.distill.loop import WeightAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = WeightAverage(net, 0.5)
+    expected = 0.0
+    for n, w in enumerate([4.0, 8.0, 2.0, 6.0]):
+        with torch.no_grad():
+            net.weight.fill_(w)
+        average.update(net)
+        d = min(0.5, (1 + n) / (10 + n))  # 0.1, 0.18, then 0.5: the first updates count for more
+        expected = d * expected + (1 - d) * w
+        assert average.model.weight.item() == pytest.approx(expected)
+    assert net.weight.item() == 6.0 and not average.model.weight.requires_grad
+    with pytest.raises(ValueError, match="ema .* must be in"):
+        WeightAverage(net, 1.0)
+
+
+def test_averaged_student_is_saved_checkpointed_and_resumed(tmp_run):
+    import numpy as np
+
+    from workbench.runs import Run, load_policy
+
+    config = distill_config("smoke", TEACHER, student_net="net2", loss="kl", tau=1.0, total_steps=4_096,
+                            checkpoint_every=1_024, log_every=1_024, eval_episodes=3, ema=0.999)
+
+    def stop(row):
+        if row["step"] >= 3_072:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, tmp_run, progress_bar=False, callback=stop)
+    arrays, state = Run(tmp_run).load_checkpoint()
+    assert state["step"] == 2_048 and state["ema_updates"] == state["updates"] > 0
+    averaged = {k[4:]: v for k, v in arrays.items() if k.startswith("ema.")}
+    raw = {k[8:]: v for k, v in arrays.items() if k.startswith("student.")}
+    assert averaged.keys() == raw.keys() and any(not np.array_equal(averaged[k], raw[k]) for k in raw)
+
+    # Resumed with nothing left to do, the saved student is the checkpoint's average, not its raw weights.
+    card = distill(dataclasses_replace(config, total_steps=2_048), tmp_run, resume=True, progress_bar=False)
+    saved = {k: v.numpy() for k, v in load_policy(tmp_run).state_dict().items()}
+    assert all(np.array_equal(saved[k], averaged[k]) for k in averaged)
+    assert card["ema"] == 0.999 and card["ema_updates"] == card["updates"] == state["updates"]
+    assert set(card["unaveraged"]) >= {"return_mean", "pct_of_teacher", "agreement", "kl"}
+
+    rows = [json.loads(l) for l in (tmp_run / "metrics.jsonl").read_text().splitlines()]
+    assert all("heldout/agreement_unaveraged" in r for r in rows)
+
+
+def test_weight_average_is_off_by_default_and_checked(tmp_path):
+    card = distill(distill_config("smoke", TEACHER, student_net="tiny"), tmp_path / "plain", progress_bar=False)
+    assert card["ema"] == 0.0 and "unaveraged" not in card
+    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\)"):
+        distill(distill_config("smoke", TEACHER, ema=1.5), tmp_path / "bad", progress_bar=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_written_before_a_config_field_existed_resumes(tmp_run):
+    config = distill_config("smoke", TEACHER, student_net="tiny", total_steps=2_048, checkpoint_every=1_024)
+
+    def stop(row):
+        if row["step"] >= 1_536:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, tmp_run, progress_bar=False, callback=stop)
+    saved = json.loads((tmp_run / "config.json").read_text())
+    del saved["ema"]  # as the runs written before the weight average have it
+    (tmp_run / "config.json").write_text(json.dumps(saved))
+    assert distill(config, tmp_run, resume=True, progress_bar=False)["env_steps"] == 2_048
+    with pytest.raises(ValueError, match=r"different config .*\['ema'\]"):
+        distill(dataclasses_replace(config, ema=0.99, total_steps=4_096), tmp_run, resume=True, progress_bar=False)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 ALGOS = ("dqn", "ppo")
 DATA = Path(__file__).resolve().parent.parent / "data"
+EMA_HELP = ("average the student's weights over its updates with this decay (0.999: about the last 1,000 updates); "
+            "the averaged student is the one evaluated and saved, and the card adds the raw weights' scores")
 
 
 def _threads(n: int | None) -> None:
@@ -81,7 +83,7 @@ def cmd_distill(args) -> int:
     config = distill_config(
         args.preset, args.teacher, student_net=None if args.width is not None else (args.preset_net or "net3"),
         student_width=args.width, student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta,
-        seed=args.seed, total_steps=args.total_steps)
+        seed=args.seed, total_steps=args.total_steps, ema=args.ema)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
@@ -131,7 +133,8 @@ def cmd_sweep(args) -> int:
     _threads(args.threads)
     from .sweep import sweep
 
-    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau)) if v is not None}
+    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema))
+                 if v is not None}
     df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
                args.num_cpus, overrides, args.betas)
     print(df.groupby(["student_net", "loss", "beta"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
@@ -268,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KL temperature on the teacher (Rusu: 0.01, for DQN Q-values; a PPO teacher's logits are "
                         "its policy, and tau 1 copies a stochastic one better: data/results/asterix_tau_probe.csv)")
     s.add_argument("--beta", default="1", help="share of steps the teacher acts: 1, 0, 0.5 or linear:1:0")
+    s.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--total-steps", type=int, default=None)
@@ -331,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--total-steps", type=int, default=None)
     s.add_argument("--tau", type=float, default=None,
                    help="KL temperature on the teacher (default 0.01, Rusu's; ~1 for PPO teachers)")
+    s.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")

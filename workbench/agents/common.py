@@ -135,7 +135,9 @@ def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
     out = check_out(out, resume)
     run = Run(out)
     if resume and (out / "config.json").exists():
-        saved = run.config
+        # A field added to the config after the run was written (say ``ema``) reads as its default there.
+        saved = {**{f.name: _jsonish(f.default) for f in dataclasses.fields(config)
+                    if f.default is not dataclasses.MISSING}, **run.config}
         mine = {**dataclasses.asdict(config), "env_spec": spec.to_dict()}
         differ = {k for k in mine if k not in RESUMABLE and saved.get(k) != _jsonish(mine[k])}
         if differ:

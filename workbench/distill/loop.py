@@ -6,10 +6,16 @@ on which the teacher acts: 1 is Rusu's teacher-driven collection, 0 is student-d
 labels the student's states, fixing the distribution shift; Czarnecki et al. 2019), and a schedule such
 as ``linear:1:0`` is DAgger-style (Ross et al. 2011). Whoever acts, the teacher is queried once per
 collected state and its outputs are stored beside it; ``teacher_queries`` counts those calls.
+
+``ema`` keeps an exponential moving average of the student's weights (Polyak averaging): the optimizer moves
+the raw weights, and the averaged network is the student that acts, is evaluated and is saved. A student's score
+moves by 10-15 points from one 50k-step evaluation to the next on Seaquest (README), and a card measures the
+final weights once; the average is that final network with the last updates' noise taken out.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -73,6 +79,9 @@ class DistillConfig:
     eval_episodes: int = 30
     eval_seed: int = 10_000
     checkpoint_every: int = 50_000
+    ema: float = 0.0
+    """Decay of a moving average of the student's weights, per update (0: off; 0.999 averages over about the
+    last 1,000 updates). When on, the averaged student acts, is evaluated and is saved."""
 
 
 DISTILL_PRESETS = {
@@ -170,6 +179,29 @@ def fit(optimizer, loss_fn, student_logits: torch.Tensor, teacher_out: torch.Ten
     return loss.item()
 
 
+class WeightAverage:
+    """An exponential moving average of a network's weights, updated after each optimizer step. The decay
+    warms up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so that the average does not hold on to the
+    random initial weights in a short run. ``model`` is the averaged copy, a network of the same spec."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema (the weight-average decay) must be in (0, 1), e.g. 0.999, got {decay!r}; "
+                             "0 turns the average off")
+        self.decay, self.n = decay, 0
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for avg, p in zip(self.model.parameters(), model.parameters()):
+            avg.lerp_(p, 1.0 - d)
+        for avg, b in zip(self.model.buffers(), model.buffers()):
+            avg.copy_(b)
+        self.n += 1
+
+
 def student_update(student, optimizer, loss_fn, memory: ReplayMemory, batch_size: int,
                    rng: np.random.Generator) -> float:
     """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
@@ -191,6 +223,11 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     if config.lr is None:  # the run's config.json records the step size it used
         config = dataclasses.replace(config, lr=default_lr(s_spec.family))
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
+    if not 0.0 <= config.ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1) (0: off; 0.999 averages over about the last 1,000 updates), "
+                         f"got {config.ema!r}")
+    average = WeightAverage(student, config.ema) if config.ema else None
+    policy = average.model if average else student  # the student that acts, is evaluated and is saved
 
     envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
     run = open_run(out, config, env, resume)
@@ -204,6 +241,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     if resume and run.has_checkpoint():
         arrays, state = run.load_checkpoint()
         student.load_state_dict({k[8:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("student.")})
+        if average:
+            average.model.load_state_dict({k[4:]: torch.from_numpy(v.copy()) for k, v in arrays.items()
+                                           if k.startswith("ema.")})
+            average.n = state["ema_updates"]
         load_optimizer_arrays(optimizer, arrays, state["optimizer"])
         memory.load_state_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")})
         step, updates, queries, wall_before = state["step"], state["updates"], state["teacher_queries"], state["wall_seconds"]
@@ -213,6 +254,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, env, memory, obs, clip_rewards=False)
     t0, losses, owed = time.time(), [], 0.0
+    held_tau = config.tau if config.loss == "kl" else 1.0
     next_log, next_eval, next_ckpt = step + config.log_every, step + (config.eval_every or 10**18), step + config.checkpoint_every
     bar = progress(config.total_steps, step, f"distill {config.loss} -> {s_spec.family}", progress_bar)
 
@@ -224,7 +266,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         def act(obs):
             with torch.no_grad():
                 t_BA = teacher.logits(obs)
-                s_act = student.act(obs, greedy=config.student_greedy).numpy()
+                s_act = policy.act(obs, greedy=config.student_greedy).numpy()
             labels["teacher"] = t_BA.numpy()
             t_act = t_BA.argmax(-1).numpy()
             t_act = np.where(rng.random(len(t_act)) < config.teacher_epsilon,
@@ -243,6 +285,8 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
                 owed -= 1
                 losses.append(student_update(student, optimizer, loss_fn, memory, config.batch_size, rng))
                 updates += 1
+                if average:
+                    average.update(student)
 
         wall = wall_before + time.time() - t0
         done = step >= config.total_steps
@@ -250,11 +294,13 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
             t_eval = time.time()
             row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": b,
                    "charts/updates": updates, "charts/teacher_queries": queries,
-                   **{f"heldout/{k}": v for k, v in agreement(student, teacher, heldout_obs, config.tau
-                                                              if config.loss == "kl" else 1.0).items()},
+                   **{f"heldout/{k}": v for k, v in agreement(policy, teacher, heldout_obs, held_tau).items()},
                    "wall_seconds": round(wall, 2)}
+            if average:  # the raw weights beside the average: what averaging buys, on the same held-out states
+                row.update({f"heldout/{k}_unaveraged": v
+                            for k, v in agreement(student, teacher, heldout_obs, held_tau).items()})
             if step >= next_eval:
-                row["charts/student_return"] = evaluate(student, env.env_id, min(10, config.eval_episodes),
+                row["charts/student_return"] = evaluate(policy, env.env_id, min(10, config.eval_episodes),
                                                         config.eval_seed, env.settings).mean
                 next_eval += config.eval_every
             # Measuring is not training: train_seconds leaves out the held-out and return evaluations
@@ -272,25 +318,35 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
             arrays.update({f"student.{k}": v.numpy() for k, v in student.state_dict().items()})
             arrays.update({f"memory.{k}": v for k, v in memory.state_arrays().items()})
             arrays["torch_rng"] = torch_rng_state()
+            extra = {}
+            if average:
+                arrays.update({f"ema.{k}": v.numpy() for k, v in average.model.state_dict().items()})
+                extra["ema_updates"] = average.n
             run.save_checkpoint(arrays, {"step": step, "updates": updates, "teacher_queries": queries,
                                          "wall_seconds": wall, "eval_seconds": eval_seconds, "rng": rng_state(rng),
-                                         "optimizer": opt_meta})
+                                         "optimizer": opt_meta, **extra})
             next_ckpt += config.checkpoint_every
     bar.close()
     envs.close()
     wall = wall_before + time.time() - t0
 
     # -- evaluate student and teacher on the same seeds (the teacher's returns from its card if it holds them) --
-    s_eval = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+    s_eval = evaluate(policy, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
     t_eval = evaluate_teacher(teacher, teacher_card, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-    held = agreement(student, teacher, heldout_obs, config.tau if config.loss == "kl" else 1.0)
-    save_policy(run.file("model.safetensors"), student, env_id=env.env_id, algo="distill", teacher=config.teacher)
+    held = agreement(policy, teacher, heldout_obs, held_tau)
+    save_policy(run.file("model.safetensors"), policy, env_id=env.env_id, algo="distill", teacher=config.teacher)
+    unaveraged = {}
+    if average:  # the final raw weights on the same seeds: a paired measure of what the average changed
+        raw = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+        unaveraged = {"ema_updates": average.n, "unaveraged": {
+            **raw.summary("return"), "pct_of_teacher": 100.0 * raw.mean / t_eval.mean if t_eval.mean else None,
+            **agreement(student, teacher, heldout_obs, held_tau)}}
     card = {
         "env_id": env.env_id, "algo": "distill", "preset": config.preset, "seed": config.seed,
         "teacher": config.teacher, "teacher_params": teacher.n_params, "params": student.n_params,
         "student_params": student.n_params, "compression": student.n_params / teacher.n_params,
         "student_net": config.student_net, "net": dataclasses.asdict(s_spec), "kind": "pi",
-        "loss": config.loss, "tau": config.tau, "beta": config.beta, "env_steps": step,
+        "loss": config.loss, "tau": config.tau, "beta": config.beta, "ema": config.ema, "env_steps": step,
         "frames": step * int(env.settings.get("frameskip", 1)), "updates": updates, "teacher_queries": queries,
         "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed,
         **s_eval.summary("return"), "returns": s_eval.returns.tolist(),
@@ -298,7 +354,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         "pct_of_teacher": 100.0 * s_eval.mean / t_eval.mean if t_eval.mean else None,
         "agreement": held["agreement"], "kl": held["kl"], "env_settings": env.settings,
         "action_meanings": list(env.action_meanings), "machine": machine(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
     }
     run.write_card(card)
     return card
