@@ -166,6 +166,10 @@ def test_probe_rows_come_from_finished_student_runs_and_replace_the_same_run(tmp
         add_probe_rows([runs[1], other], "third", into)
     with pytest.raises(ValueError, match="not a distilled student"):
         add_probe_rows([TEACHERS_DIR / "cartpole"], "third", into)
+    # A run made another way (here: with the weight average) does not go under a recipe it does not follow.
+    (other / "card.json").write_text(json.dumps({**card, "ema": 0.999}))
+    with pytest.raises(ValueError, match=r"'smoke, tau 0.01' would hold runs that differ in ema \[0.0, 0.999\]"):
+        add_probe_rows([other], "smoke, tau 0.01", into)
     (other / "card.json").unlink()
     with pytest.raises(ValueError, match="no card.json.*--resume"):
         add_probe_rows([other], "third", into)

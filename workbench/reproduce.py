@@ -26,10 +26,12 @@ RESULTS = CONFIG.parent / "rusu_results.csv"
 PROBES = CONFIG.parent / "data_tau_probe.csv"  # single runs past the demo recipe (more data, tau 1, collection)
 MORE_DATA = CONFIG.parent / "more_data_recipes.json"  # which recipe each game's row of the more-data table takes
 TABLE_RECIPE = "100k steps, tau 0.01 (the table)"
-PROBE_COLUMNS = ["recipe", "teacher", "student_net", "loss", "tau", "beta", "seed", "env_steps", "updates",
+PROBE_COLUMNS = ["recipe", "teacher", "student_net", "loss", "tau", "beta", "ema", "seed", "env_steps", "updates",
                  "student_params", "compression", "return_mean", "return_std", "teacher_return_mean", "pct_of_teacher",
                  "agreement", "kl", "wall_seconds"]
 PROBE_KEY = ["recipe", "teacher", "student_net", "loss", "seed"]
+# What one recipe's runs share: a recipe name stands for one way of distilling.
+RECIPE_FIELDS = ["tau", "beta", "ema", "env_steps"]
 KEY = ["teacher", "student_net", "loss", "tau", "beta", "seed"]
 RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
 TARGETS = {"net3": 100.0, "tiny": 95.0}
@@ -210,7 +212,7 @@ def probe_row(run_dir: str | Path, recipe: str) -> dict:
             raise ValueError(f"{run_dir} was distilled from a {card['teacher']} teacher that scores "
                              f"{card['teacher_return_mean']:.1f}, and the shipped one scores {score:.1f}; distil "
                              "it again from the shipped teacher")
-    return {"recipe": recipe, **{k: card.get(k) for k in PROBE_COLUMNS[1:]}}
+    return {"recipe": recipe, **{k: card.get(k) for k in PROBE_COLUMNS[1:]}, "ema": card.get("ema") or 0.0}
 
 
 def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame:
@@ -219,8 +221,16 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
     into = Path(into)
     new = pd.DataFrame([probe_row(r, recipe) for r in runs], columns=PROBE_COLUMNS).astype({"beta": str})
     old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
+    if "ema" not in old:  # rows written before the weight average: none of them used it
+        old.insert(PROBE_COLUMNS.index("ema"), "ema", 0.0)
     keep = ~old.set_index(PROBE_KEY).index.isin(new.set_index(PROBE_KEY).index)
     table = pd.concat([old[keep], new], ignore_index=True)
+    for recipe, rows in table[table["recipe"].isin(new["recipe"])].groupby("recipe"):
+        mixed = [f for f in RECIPE_FIELDS if rows[f].nunique() > 1]
+        if mixed:
+            seen = "; ".join(f"{f} {sorted(rows[f].unique().tolist())}" for f in mixed)
+            raise ValueError(f"the recipe {recipe!r} would hold runs that differ in {seen}; a recipe stands for one "
+                             "way of distilling, so give these runs a recipe name of their own")
     atomic_write_bytes(into, table.to_csv(index=False).encode())
     return table
 
