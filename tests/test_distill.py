@@ -163,6 +163,12 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     assert main(args + ["--tau", "1", "--total-steps", str(2 * steps)]) == 2
     assert re.search(rf"total_steps {steps}\b.*total_steps {2 * steps}.*own --out", capsys.readouterr().err)
     assert main(args + ["--tau", "1"]) == 0, "the same recipe again reuses the finished run"
+    # Nor a run with the weight average, even one written before config.json had the field (it ran without).
+    config = tmp_path / "cartpole" / "tiny-kl-s0" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "ema"}))
+    assert main(args + ["--tau", "1", "--ema", "0.999"]) == 2
+    assert re.search(r"ema 0\.0.*ema 0\.999.*own --out", capsys.readouterr().err)
+    assert main(args + ["--tau", "1"]) == 0
 
 
 def test_ray_and_local_give_the_same_numbers(tmp_path):

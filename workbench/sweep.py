@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .agents.common import BOOKKEEPING
+from .agents.common import BOOKKEEPING, saved_config
 from .distill.loop import distill, distill_config
 from .runs import atomic_write_bytes
 
@@ -37,7 +37,7 @@ def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",)) -> list[d
 def _refuse_another_config(out: Path, config) -> None:
     """A finished run is a sweep's result only if it ran this config: folder names carry teacher, net, loss, beta
     and seed, not tau, env steps or memory size, so a sweep reusing an --out would silently mix recipes."""
-    saved = json.loads((out / "config.json").read_text())
+    saved = saved_config(json.loads((out / "config.json").read_text()), config)
     mine = json.loads(json.dumps(dataclasses.asdict(config)))
     # None asks for the default, which the run resolved (lr: the student family's) and saved.
     differ = [k for k in mine if k not in BOOKKEEPING and k in saved and mine[k] is not None and saved[k] != mine[k]]

@@ -135,15 +135,20 @@ def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
     out = check_out(out, resume)
     run = Run(out)
     if resume and (out / "config.json").exists():
-        # A field added to the config after the run was written (say ``ema``) reads as its default there.
-        saved = {**{f.name: _jsonish(f.default) for f in dataclasses.fields(config)
-                    if f.default is not dataclasses.MISSING}, **run.config}
+        saved = saved_config(run.config, config)
         mine = {**dataclasses.asdict(config), "env_spec": spec.to_dict()}
         differ = {k for k in mine if k not in RESUMABLE and saved.get(k) != _jsonish(mine[k])}
         if differ:
             raise ValueError(f"--resume with a different config than {out}/config.json: {sorted(differ)} differ")
     run.write_config(config, env_spec=spec.to_dict())
     return run
+
+
+def saved_config(saved: dict, config) -> dict:
+    """A run's config.json as today's config class reads it: a field added after the run was written (say
+    ``ema``) takes its default, which is what the run did."""
+    defaults = {f.name: _jsonish(f.default) for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    return {**defaults, **saved}
 
 
 def _jsonish(v: Any) -> Any:
