@@ -184,9 +184,11 @@ def test_probe_rows_come_from_finished_student_runs_and_replace_the_same_run(tmp
 def test_more_data_table_takes_each_game_at_its_own_recipe():
     from workbench.reproduce import TABLE_RECIPE, more_data_table
 
-    results = pd.DataFrame({"teacher": ["a"] * 4, "loss": ["kl", "kl", "kl", "mse"], "seed": [0, 1, 0, 0],
-                            "student_net": ["net3", "net3", "tiny", "tiny"], "pct_of_teacher": [100.0, 90.0, 80.0, 1.0],
-                            "env_steps": [100_000] * 4})
+    # The last two runs are not the table's recipe (tau 0.01, teacher-driven): they stay out of it.
+    results = pd.DataFrame({"teacher": ["a"] * 6, "loss": ["kl", "kl", "kl", "mse", "kl", "kl"],
+                            "seed": [0, 1, 0, 0, 2, 2], "student_net": ["net3", "net3", "tiny", "tiny", "net3", "net3"],
+                            "pct_of_teacher": [100.0, 90.0, 80.0, 1.0, 7.0, 7.0], "env_steps": [100_000] * 6,
+                            "tau": [0.01] * 4 + [1.0, 0.01], "beta": ["1"] * 5 + ["linear:1:0"]})
     probes = pd.DataFrame({"recipe": ["r", "r", "r", "other"], "teacher": ["b"] * 4, "loss": ["kl"] * 4,
                            "student_net": ["net3", "tiny", "tiny", "net3"], "seed": [0, 0, 1, 1],
                            "pct_of_teacher": [50.0, 60.0, 70.0, 500.0], "env_steps": [1_000_000] * 4})

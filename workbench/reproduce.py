@@ -248,7 +248,10 @@ def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = Non
     rows = []
     for game, recipe in spec["recipes"].items():
         if recipe == "table":
-            runs, recipe = results[(results["teacher"] == game) & (results["loss"] == loss)], TABLE_RECIPE
+            # The demo table's recipe: a results file may also hold a sweep's runs at another tau or beta.
+            runs = results[(results["teacher"] == game) & (results["loss"] == loss) & (results["tau"] == 0.01)
+                           & (results["beta"].astype(str) == "1")]
+            recipe = TABLE_RECIPE
         else:
             runs = probes[(probes["teacher"] == game) & (probes["recipe"] == recipe) & (probes["loss"] == loss)]
         row = {"game": game, "recipe": recipe}
