@@ -2,11 +2,13 @@
 
     .venv/bin/python scripts/probes.py add --recipe "1M steps, tau 1" RUN [RUN ...]
     .venv/bin/python scripts/probes.py table [--write]
+    .venv/bin/python scripts/probes.py pairs RUN [RUN ...]
 
 ``add`` puts finished student runs (folders that ``workbench distill`` or a sweep wrote) into the probe file under
 a recipe name; a run of the same recipe, teacher, size, loss and seed replaces the old row. ``table`` prints the
 more-data table (each game at the recipe ``data/results/more_data_recipes.json`` names) and, with ``--write``,
-saves it as ``data/results/more_data_table.csv``. Both files are written atomically.
+saves it as ``data/results/more_data_table.csv``. Both files are written atomically. ``pairs`` shows, for runs
+made with ``--ema``, the averaged student's % of teacher beside the same run's raw final weights.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 
 import pandas as pd
 
-from workbench.reproduce import MORE_DATA, PROBES, add_probe_rows, more_data_table
+from workbench.reproduce import MORE_DATA, PROBES, add_probe_rows, more_data_table, weight_average_pairs
 from workbench.runs import atomic_write_bytes
 
 TABLE = MORE_DATA.parent / "more_data_table.csv"
@@ -31,11 +33,19 @@ def main(argv: list[str]) -> int:
     add.add_argument("--into", default=str(PROBES))
     table = sub.add_parser("table", help="print the more-data table")
     table.add_argument("--write", action="store_true", help=f"also save it as {TABLE}")
+    pairs = sub.add_parser("pairs", help="averaged vs raw final weights of runs made with --ema")
+    pairs.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)
     try:
         if args.command == "add":
             rows = add_probe_rows(args.runs, args.recipe, args.into)
             print(rows[rows["recipe"] == args.recipe].to_string(index=False))
+        elif args.command == "pairs":
+            result = weight_average_pairs(args.runs)
+            with pd.option_context("display.width", 200, "display.max_columns", 20):
+                print(result.drop(columns="run").round(3).to_string(index=False))
+                print(result.groupby(["teacher", "student_net"])[["pct_averaged", "pct_unaveraged", "gain"]]
+                      .agg(["mean", "count"]).round(1).to_string())
         else:
             result = more_data_table()
             with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -249,6 +249,16 @@ def test_averaged_student_is_saved_checkpointed_and_resumed(tmp_run):
     rows = [json.loads(l) for l in (tmp_run / "metrics.jsonl").read_text().splitlines()]
     assert all("heldout/agreement_unaveraged" in r for r in rows)
 
+    from workbench.reproduce import weight_average_pairs
+    from workbench.teachers import TEACHERS_DIR
+
+    pair = weight_average_pairs([tmp_run]).iloc[0]
+    assert (pair["pct_averaged"], pair["pct_unaveraged"]) == (card["pct_of_teacher"],
+                                                              card["unaveraged"]["pct_of_teacher"])
+    assert pair["gain"] == pytest.approx(pair["pct_averaged"] - pair["pct_unaveraged"])
+    with pytest.raises(ValueError, match="not a finished run with the weight average.*--ema"):
+        weight_average_pairs([TEACHERS_DIR / "cartpole"])
+
 
 def test_weight_average_is_off_by_default_and_checked(tmp_path):
     card = distill(distill_config("smoke", TEACHER, student_net="tiny"), tmp_path / "plain", progress_bar=False)

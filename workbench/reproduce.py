@@ -235,6 +235,25 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
     return table
 
 
+def weight_average_pairs(runs) -> pd.DataFrame:
+    """What the weight average changed, run by run: % of teacher and held-out agreement of the averaged student
+    (the card's) beside the same run's final raw weights (its ``unaveraged`` entry), on the same seeds. A run
+    without the average is refused: it has nothing to pair."""
+    rows = []
+    for run in runs:
+        card = json.loads((Path(run) / "card.json").read_text()) if (Path(run) / "card.json").exists() else None
+        if card is None or "unaveraged" not in card:
+            raise ValueError(f"{run} is not a finished run with the weight average (no card.json, or a card without "
+                             "'unaveraged'); give runs that `workbench distill --ema DECAY` finished")
+        raw = card["unaveraged"]
+        rows.append({"run": str(run), "teacher": card["teacher"], "student_net": card["student_net"],
+                     "seed": card["seed"], "env_steps": card["env_steps"], "ema": card["ema"],
+                     "pct_averaged": card["pct_of_teacher"], "pct_unaveraged": raw["pct_of_teacher"],
+                     "gain": card["pct_of_teacher"] - raw["pct_of_teacher"],
+                     "agreement_averaged": card["agreement"], "agreement_unaveraged": raw["agreement"]})
+    return pd.DataFrame(rows)
+
+
 def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = None,
                     probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """% of teacher per game with each game at the recipe ``spec`` names for it: "table" (the demo sweep's runs,
