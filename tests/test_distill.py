@@ -263,9 +263,10 @@ def test_averaged_student_is_saved_checkpointed_and_resumed(tmp_run):
 def test_weight_average_is_off_by_default_and_checked(tmp_path):
     card = distill(distill_config("smoke", TEACHER, student_net="tiny"), tmp_path / "plain", progress_bar=False)
     assert card["ema"] == 0.0 and "unaveraged" not in card
-    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\)"):
-        distill(distill_config("smoke", TEACHER, ema=1.5), tmp_path / "bad", progress_bar=False)
-    assert not (tmp_path / "bad").exists()
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"ema \(the weight-average decay\) must be in \(0, 1\).*0 turns"):
+            distill(distill_config("smoke", TEACHER, ema=bad), tmp_path / "bad", progress_bar=False)
+        assert not (tmp_path / "bad").exists()
 
 
 def test_a_run_written_before_a_config_field_existed_resumes(tmp_run):

@@ -223,10 +223,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     if config.lr is None:  # the run's config.json records the step size it used
         config = dataclasses.replace(config, lr=default_lr(s_spec.family))
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
-    if not 0.0 <= config.ema < 1.0:
-        raise ValueError(f"ema must be in [0, 1) (0: off; 0.999 averages over about the last 1,000 updates), "
-                         f"got {config.ema!r}")
-    average = WeightAverage(student, config.ema) if config.ema else None
+    average = WeightAverage(student, config.ema) if config.ema else None  # checks the decay before anything is written
     policy = average.model if average else student  # the student that acts, is evaluated and is saved
 
     envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
