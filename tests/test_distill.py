@@ -154,7 +154,8 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     args = ["sweep", "--teacher", TEACHER, "--nets", "tiny", "--losses", "kl", "--seeds", "0", "--preset", "smoke",
             "--out", str(tmp_path)]
     assert main(args + ["--tau", "1"]) == 0
-    assert pd.read_csv(tmp_path / "results.csv").tau.tolist() == [1.0]
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert results.tau.tolist() == [1.0] and results.ema.tolist() == [0.0]
     # A finished run at tau 1 is not a tau 0.01 result: the sweep says so instead of skipping it.
     assert main(args) == 2
     assert re.search(r"tau 1\.0.*tau 0\.01.*own --out", capsys.readouterr().err)
@@ -165,10 +166,15 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     assert main(args + ["--tau", "1"]) == 0, "the same recipe again reuses the finished run"
     # Nor a run with the weight average, even one written before config.json had the field (it ran without).
     config = tmp_path / "cartpole" / "tiny-kl-s0" / "config.json"
-    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "ema"}))
+    for written in (config, config.with_name("card.json")):
+        written.write_text(json.dumps({k: v for k, v in json.loads(written.read_text()).items() if k != "ema"}))
     assert main(args + ["--tau", "1", "--ema", "0.999"]) == 2
     assert re.search(r"ema 0\.0.*ema 0\.999.*own --out", capsys.readouterr().err)
     assert main(args + ["--tau", "1"]) == 0
+    assert pd.read_csv(tmp_path / "results.csv").ema.tolist() == [0.0], "a card from before the average ran without it"
+    averaged = [a if a != str(tmp_path) else str(tmp_path / "ema") for a in args]
+    assert main(averaged + ["--tau", "1", "--ema", "0.999"]) == 0
+    assert pd.read_csv(tmp_path / "ema" / "results.csv").ema.tolist() == [0.999]
 
 
 def test_ray_and_local_give_the_same_numbers(tmp_path):

@@ -89,8 +89,10 @@ def test_commit_results_replaces_the_same_run_keeps_the_rest_and_rewrites_the_ta
     redo = old[(old["teacher"] == "cartpole") & (old["student_net"] == "tiny") & (old["loss"] == "kl")].head(1).copy()
     redo["pct_of_teacher"], redo["run"] = 50.0, "runs/x/tiny-kl-s0"
     extra = redo.assign(seed=7, pct_of_teacher=60.0)
+    redo["ema"] = extra["ema"] = 0.0  # as a sweep writes them now
     results, table = commit_results(pd.concat([redo, extra]), into)
     assert len(results) == len(old) + 1 and "run" not in results.columns
+    assert results["ema"].eq(0.0).all(), "the committed rows, written before sweeps had an ema column, ran without it"
     again = pd.read_csv(into, dtype={"beta": str})
     mine = again[(again["teacher"] == "cartpole") & (again["student_net"] == "tiny") & (again["loss"] == "kl")]
     before = old[(old["teacher"] == "cartpole") & (old["student_net"] == "tiny") & (old["loss"] == "kl")]

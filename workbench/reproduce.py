@@ -78,6 +78,8 @@ def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int =
     new = new.drop(columns=["run"], errors="ignore").assign(
         machine=f"{_machine_line()}, {threads} thread{'s' if threads != 1 else ''} per run")
     old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
+    if "ema" in new and "ema" not in old:  # rows from before the sweeps wrote the weight average ran without it
+        old = old.assign(ema=0.0)
     new = new.astype({"beta": str})
     keep = ~old.set_index(KEY).index.isin(new.set_index(KEY).index)
     results = pd.concat([old[keep], new], ignore_index=True).sort_values(KEY, kind="stable").reset_index(drop=True)

@@ -19,7 +19,7 @@ from .distill.loop import distill, distill_config
 from .runs import atomic_write_bytes
 
 CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
-               "beta", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
+               "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
                "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
 
 
@@ -81,7 +81,9 @@ def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", 
         cards = _run_ray(jobs, preset, overrides, address, num_cpus)
     else:
         raise ValueError(f"unknown engine {engine!r}; choose local or ray")
-    df = pd.DataFrame([{k: c.get(k) for k in CARD_FIELDS} | {"run": j["out"]} for c, j in zip(cards, jobs)])
+    # A card written before the weight average existed ran without it.
+    df = pd.DataFrame([{k: c.get(k, 0.0 if k == "ema" else None) for k in CARD_FIELDS} | {"run": j["out"]}
+                       for c, j in zip(cards, jobs)])
     atomic_write_bytes(out / "results.csv", df.to_csv(index=False).encode())
     from .plots import compression_figure
 
