@@ -3,12 +3,16 @@
     .venv/bin/python scripts/probes.py add --recipe "1M steps, tau 1" RUN [RUN ...]
     .venv/bin/python scripts/probes.py table [--write]
     .venv/bin/python scripts/probes.py pairs RUN [RUN ...]
+    .venv/bin/python scripts/probes.py evaluate --recipe "1M steps, tau 1" [--episodes 100] RUN [RUN ...]
+    .venv/bin/python scripts/probes.py long [--episodes 100] [--write]
 
 ``add`` puts finished student runs (folders that ``workbench distill`` or a sweep wrote) into the probe file under
 a recipe name; a run of the same recipe, teacher, size, loss and seed replaces the old row. ``table`` prints the
 more-data table (each game at the recipe ``data/results/more_data_recipes.json`` names) and, with ``--write``,
 saves it as ``data/results/more_data_table.csv``. Both files are written atomically. ``pairs`` shows, for runs
-made with ``--ema``, the averaged student's % of teacher beside the same run's raw final weights.
+made with ``--ema``, the averaged student's % of teacher beside the same run's raw final weights. ``evaluate``
+plays finished runs and their teachers over more episodes than the cards' 30 (into ``data/results/long_evals.csv``),
+and ``long`` prints the more-data table from those evaluations (``--write``: ``more_data_table_<N>ep.csv``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 
 import pandas as pd
 
-from workbench.reproduce import MORE_DATA, PROBES, add_probe_rows, more_data_table, weight_average_pairs
+from workbench.reproduce import (LONG_EVALS, MORE_DATA, PROBES, add_probe_rows, long_eval_table,
+                                 long_evaluation_rows, more_data_table, weight_average_pairs)
 from workbench.runs import atomic_write_bytes
 
 TABLE = MORE_DATA.parent / "more_data_table.csv"
@@ -35,11 +40,30 @@ def main(argv: list[str]) -> int:
     table.add_argument("--write", action="store_true", help=f"also save it as {TABLE}")
     pairs = sub.add_parser("pairs", help="averaged vs raw final weights of runs made with --ema")
     pairs.add_argument("runs", nargs="+")
+    longer = sub.add_parser("evaluate", help="evaluate finished runs and their teachers over more episodes")
+    longer.add_argument("--recipe", required=True, help="the recipe the runs stand for (as in the probe file)")
+    longer.add_argument("--episodes", type=int, default=100)
+    longer.add_argument("runs", nargs="+")
+    longer.add_argument("--into", default=str(LONG_EVALS))
+    long_table = sub.add_parser("long", help="the more-data table from the longer evaluations")
+    long_table.add_argument("--episodes", type=int, default=100)
+    long_table.add_argument("--write", action="store_true", help="also save it beside more_data_table.csv")
     args = parser.parse_args(argv)
     try:
         if args.command == "add":
             rows = add_probe_rows(args.runs, args.recipe, args.into)
             print(rows[rows["recipe"] == args.recipe].to_string(index=False))
+        elif args.command == "evaluate":
+            rows = long_evaluation_rows(args.runs, args.recipe, args.episodes, args.into)
+            mine = rows[(rows["recipe"] == args.recipe) & (rows["episodes"] == args.episodes)]
+            print(mine.drop(columns=["recipe"]).round(2).to_string(index=False))
+        elif args.command == "long":
+            result = long_eval_table(episodes=args.episodes)
+            with pd.option_context("display.width", 200, "display.max_columns", 20):
+                print(result.to_string(index=False))
+            if args.write:
+                atomic_write_bytes(TABLE.with_name(f"more_data_table_{args.episodes}ep.csv"),
+                                   result.to_csv(index=False).encode())
         elif args.command == "pairs":
             result = weight_average_pairs(args.runs)
             with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -222,3 +222,41 @@ def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_i
     assert [x.split("<br>")[0] for x in fig.data[0].x] == [g.split(" without ")[0] for g in shown["game"]]
     assert all(r in x for x, r in zip(fig.data[0].x, shown["recipe"].dropna()))
     assert list(fig.data[2].y) == list(shown["tiny"]) and [s.y0 for s in fig.layout.shapes] == [100.0, 95.0]
+
+
+def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(tmp_path, monkeypatch):
+    import workbench.evaluate
+    from workbench.distill.loop import distill, distill_config
+    from workbench.reproduce import long_eval_table, long_evaluation_rows
+
+    played = []
+    real = workbench.evaluate.evaluate_teacher
+    monkeypatch.setattr(workbench.evaluate, "evaluate_teacher", lambda *a, **k: played.append(a[3]) or real(*a, **k))
+    runs = [tmp_path / f"tiny-s{s}" for s in (0, 1)]
+    cards = [distill(distill_config("smoke", "cartpole", student_net="tiny", loss="kl", seed=s), out, progress_bar=False)
+             for s, out in zip((0, 1), runs)]
+    into, n = tmp_path / "long.csv", cards[0]["return_n"]
+    rows = long_evaluation_rows(runs, "smoke", episodes=n, into=into)
+    # The card's own episodes, played again: the same returns for student and teacher (greedy play on seeded envs).
+    assert list(rows["return_mean"]) == pytest.approx([c["return_mean"] for c in cards])
+    assert list(rows["teacher_return_mean"]) == pytest.approx([c["teacher_return_mean"] for c in cards])
+    assert list(rows["card_pct_of_teacher"]) == pytest.approx(list(rows["pct_of_teacher"]))
+    assert played == [n], "one teacher evaluation for both students"
+    longer = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
+    assert len(longer) == 3 and played == [n, n + 4]
+    again = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
+    assert len(again) == 3 and played == [n, n + 4], "the same run again replaces its row; the teacher's is reused"
+    table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke", "other": "smoke"}},
+                            pd.read_csv(into), episodes=n).set_index("game")
+    assert table.loc["cartpole", "tiny_seeds"] == 2
+    assert table.loc["cartpole", "tiny"] == pytest.approx(rows["pct_of_teacher"].mean(), abs=0.05)
+    assert "geometric mean, 1 of 2 games" in table.index and table.loc["target (issue 5)", "tiny"] == 95.0
+    before = into.read_bytes()
+    with pytest.raises(ValueError, match="episodes 0: give a positive number"):
+        long_evaluation_rows(runs, "smoke", episodes=0, into=into)
+    (runs[1] / "card.json").unlink()
+    with pytest.raises(ValueError, match="no card.json.*--resume"):
+        long_evaluation_rows(runs, "smoke", episodes=n, into=into)
+    assert into.read_bytes() == before
+    with pytest.raises(ValueError, match="no 99-episode evaluations.*probes.py evaluate"):
+        long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke"}}, pd.read_csv(into), 99)

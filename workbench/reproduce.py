@@ -33,6 +33,13 @@ PROBE_KEY = ["recipe", "teacher", "student_net", "loss", "seed"]
 # What one recipe's runs share: a recipe name stands for one way of distilling.
 RECIPE_FIELDS = ["tau", "beta", "ema", "env_steps"]
 KEY = ["teacher", "student_net", "loss", "tau", "beta", "seed"]
+# Longer evaluations of probe or table runs than their cards' 30 episodes (a card's % of teacher moves by ~9 points
+# on Seaquest and Asterix from the 30-episode noise of student and teacher alone).
+LONG_EVALS = CONFIG.parent / "long_evals.csv"
+LONG_EVAL_COLUMNS = ["recipe", "teacher", "student_net", "loss", "seed", "episodes", "eval_seed", "return_mean",
+                     "return_std", "teacher_return_mean", "teacher_return_std", "pct_of_teacher", "stalled_episodes",
+                     "card_pct_of_teacher"]
+LONG_EVAL_KEY = ["recipe", "teacher", "student_net", "loss", "seed", "episodes"]
 RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
 TARGETS = {"net3": 100.0, "tiny": 95.0}
 
@@ -237,6 +244,46 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
     return table
 
 
+def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Path = LONG_EVALS) -> pd.DataFrame:
+    """Evaluate finished student runs over ``episodes`` greedy episodes from their card's eval seed (the card's
+    episodes and more), and their teacher over the same episodes, and add the rows to ``into`` under ``recipe``
+    (a row of the same recipe, teacher, size, loss, seed and episode count is replaced). The teacher is played once
+    per teacher and seed range: this call's other runs and the file's earlier rows reuse its mean. Every run is
+    checked (``probe_row``) before anything is evaluated; the file is rewritten atomically."""
+    from .distill.loop import load_teacher
+    from .evaluate import evaluate, evaluate_teacher
+    from .runs import Run, load_policy
+
+    if episodes < 1:
+        raise ValueError(f"episodes {episodes}: give a positive number of evaluation episodes (the cards use 30)")
+    into = Path(into)
+    cards = [probe_row(r, recipe) for r in runs]  # refuses unfinished runs and runs of a replaced teacher
+    old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
+    teachers = {(t, int(e), int(s)): (m, sd) for t, e, s, m, sd in old[
+        ["teacher", "episodes", "eval_seed", "teacher_return_mean", "teacher_return_std"]].itertuples(index=False)}
+    rows = []
+    for run_dir, card in zip(runs, cards):
+        run = Run(run_dir)
+        settings, seed, env_id = run.config["env_spec"]["settings"], int(run.card["eval_seed"]), run.card["env_id"]
+        student = evaluate(load_policy(run_dir), env_id, episodes, seed, settings)
+        key = (card["teacher"], episodes, seed)
+        if key not in teachers:
+            policy, teacher_card, _ = load_teacher(run.config["teacher"])
+            played = evaluate_teacher(policy, teacher_card, env_id, episodes, seed, settings)
+            teachers[key] = (played.mean, played.std)
+        t_mean, t_std = teachers[key]
+        rows.append({"recipe": recipe, "teacher": card["teacher"], "student_net": card["student_net"],
+                     "loss": card["loss"], "seed": card["seed"], "episodes": episodes, "eval_seed": seed,
+                     "return_mean": student.mean, "return_std": student.std, "teacher_return_mean": t_mean,
+                     "teacher_return_std": t_std, "pct_of_teacher": 100.0 * student.mean / t_mean if t_mean else None,
+                     "stalled_episodes": student.stalled, "card_pct_of_teacher": card["pct_of_teacher"]})
+    new = pd.DataFrame(rows, columns=LONG_EVAL_COLUMNS)
+    keep = ~old.set_index(LONG_EVAL_KEY).index.isin(new.set_index(LONG_EVAL_KEY).index)
+    table = pd.concat([old[keep], new], ignore_index=True) if keep.any() else new
+    atomic_write_bytes(into, table.to_csv(index=False).encode())
+    return table
+
+
 def weight_average_pairs(runs) -> pd.DataFrame:
     """What the weight average changed, run by run: % of teacher and held-out agreement of the averaged student
     (the card's) beside the same run's final raw weights (its ``unaveraged`` entry), on the same seeds. A run
@@ -296,3 +343,49 @@ def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = Non
     counts = [c for c in table.columns if c.endswith("_seeds")] + ["env_steps"]
     table[counts] = table[counts].astype("Int64")
     return table.round({c: 1 for c in table.columns if c.startswith(tuple(nets)) and not c.endswith("_seeds")})
+
+
+def long_eval_table(spec: dict | None = None, long_evals: pd.DataFrame | None = None,
+                    episodes: int = 100) -> pd.DataFrame:
+    """The more-data table again from longer evaluations (``long_evaluation_rows``): each game of ``spec`` at its
+    recipe, % of teacher over ``episodes`` episodes of student and teacher (mean, std and seeds per size), beside the
+    same runs' 30-episode cards (``card_<net>``). A game is in it only where every size has such rows; the geometric
+    means say how many of ``spec``'s games they cover. Same shape as ``more_data_table``, so
+    ``plots.more_data_figure`` draws it."""
+    spec = spec or json.loads(MORE_DATA.read_text())
+    loss, nets = spec["loss"], spec["nets"]
+    if long_evals is None:
+        long_evals = pd.read_csv(LONG_EVALS) if LONG_EVALS.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
+    long_evals = long_evals[(long_evals["loss"] == loss) & (long_evals["episodes"] == episodes)]
+    rows = []
+    for game, recipe in spec["recipes"].items():
+        recipe = TABLE_RECIPE if recipe == "table" else recipe
+        runs = long_evals[(long_evals["teacher"] == game) & (long_evals["recipe"] == recipe)]
+        by_net = {net: runs[runs["student_net"] == net].set_index("seed") for net in nets}
+        if any(r.empty for r in by_net.values()):
+            continue
+        row = {"game": game, "recipe": recipe, "episodes": episodes,
+               "teacher_return": runs["teacher_return_mean"].mean()}
+        for net, r in by_net.items():
+            row |= {net: r["pct_of_teacher"].mean(), f"{net}_std": r["pct_of_teacher"].std(),
+                    f"{net}_seeds": len(r), f"card_{net}": r["card_pct_of_teacher"].mean()}
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no {episodes}-episode evaluations of {loss} runs at the spec's recipes; add them with "
+                         "`scripts/probes.py evaluate --recipe RECIPE --episodes N RUN...`")
+    games = pd.DataFrame(rows)
+    n, of = len(games), len(spec["recipes"])
+    parts = [(f"geometric mean, {n} of {of} games" if n < of else "geometric mean", games)]
+    left_out = [g for g in spec.get("without", []) if g in set(games["game"])]
+    if left_out:
+        part = games[~games["game"].isin(left_out)]
+        parts.append((f"geometric mean without {', '.join(left_out)}", part))
+    extra = [{"game": name, **{net: geometric_mean_pct(part[net]) for net in nets},
+              **{f"card_{net}": geometric_mean_pct(part[f"card_{net}"]) for net in nets},
+              **{f"{net}_seeds": part[f"{net}_seeds"].min() for net in nets}} for name, part in parts]
+    extra.append({"game": "target (issue 5)", **{net: TARGETS.get(net) for net in nets}})
+    table = pd.concat([games, pd.DataFrame(extra)], ignore_index=True)
+    counts = [c for c in table.columns if c.endswith("_seeds")] + ["episodes"]
+    table[counts] = table[counts].astype("Int64")
+    return table.round({c: 1 for c in table.columns if c not in counts and c not in ("game", "recipe")})
+
