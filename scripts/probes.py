@@ -45,6 +45,8 @@ def main(argv: list[str]) -> int:
     longer.add_argument("--episodes", type=int, default=100)
     longer.add_argument("runs", nargs="+")
     longer.add_argument("--into", default=str(LONG_EVALS))
+    longer.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: evaluations beside running trainings on a small CPU)")
     long_table = sub.add_parser("long", help="the more-data table from the longer evaluations")
     long_table.add_argument("--episodes", type=int, default=100)
     long_table.add_argument("--write", action="store_true", help="also save it beside more_data_table.csv")
@@ -54,6 +56,9 @@ def main(argv: list[str]) -> int:
             rows = add_probe_rows(args.runs, args.recipe, args.into)
             print(rows[rows["recipe"] == args.recipe].to_string(index=False))
         elif args.command == "evaluate":
+            import torch
+
+            torch.set_num_threads(args.threads)
             rows = long_evaluation_rows(args.runs, args.recipe, args.episodes, args.into)
             mine = rows[(rows["recipe"] == args.recipe) & (rows["episodes"] == args.episodes)]
             print(mine.drop(columns=["recipe"]).round(2).to_string(index=False))

@@ -250,6 +250,8 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
     (a row of the same recipe, teacher, size, loss, seed and episode count is replaced). The teacher is played once
     per teacher and seed range: this call's other runs and the file's earlier rows reuse its mean. Every run is
     checked (``probe_row``) before anything is evaluated; the file is rewritten atomically."""
+    from tqdm.auto import tqdm
+
     from .distill.loop import load_teacher
     from .evaluate import evaluate, evaluate_teacher
     from .runs import Run, load_policy
@@ -262,7 +264,7 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
     teachers = {(t, int(e), int(s)): (m, sd) for t, e, s, m, sd in old[
         ["teacher", "episodes", "eval_seed", "teacher_return_mean", "teacher_return_std"]].itertuples(index=False)}
     rows = []
-    for run_dir, card in zip(runs, cards):
+    for run_dir, card in tqdm(list(zip(runs, cards)), desc=f"{episodes}-episode evaluations", unit="run"):
         run = Run(run_dir)
         settings, seed, env_id = run.config["env_spec"]["settings"], int(run.card["eval_seed"]), run.card["env_id"]
         student = evaluate(load_policy(run_dir), env_id, episodes, seed, settings)
