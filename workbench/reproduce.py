@@ -249,7 +249,8 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
     episodes and more), and their teacher over the same episodes, and add the rows to ``into`` under ``recipe``
     (a row of the same recipe, teacher, size, loss, seed and episode count is replaced). The teacher is played once
     per teacher and seed range: this call's other runs and the file's earlier rows reuse its mean. Every run is
-    checked (``probe_row``) before anything is evaluated; the file is rewritten atomically."""
+    checked (``probe_row``) before anything is evaluated; the file is read again and rewritten atomically at the end,
+    so rows that another call added meanwhile stay."""
     from tqdm.auto import tqdm
 
     from .distill.loop import load_teacher
@@ -260,7 +261,7 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
         raise ValueError(f"episodes {episodes}: give a positive number of evaluation episodes (the cards use 30)")
     into = Path(into)
     cards = [probe_row(r, recipe) for r in runs]  # refuses unfinished runs and runs of a replaced teacher
-    old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
+    old = pd.read_csv(into) if into.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
     teachers = {(t, int(e), int(s)): (m, sd) for t, e, s, m, sd in old[
         ["teacher", "episodes", "eval_seed", "teacher_return_mean", "teacher_return_std"]].itertuples(index=False)}
     rows = []
@@ -280,6 +281,8 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
                      "teacher_return_std": t_std, "pct_of_teacher": 100.0 * student.mean / t_mean if t_mean else None,
                      "stalled_episodes": student.stalled, "card_pct_of_teacher": card["pct_of_teacher"]})
     new = pd.DataFrame(rows, columns=LONG_EVAL_COLUMNS)
+    # Read again: evaluations take minutes, and rows another call wrote meanwhile must not be lost.
+    old = pd.read_csv(into) if into.exists() else new.iloc[:0]
     keep = ~old.set_index(LONG_EVAL_KEY).index.isin(new.set_index(LONG_EVAL_KEY).index)
     table = pd.concat([old[keep], new], ignore_index=True) if keep.any() else new
     atomic_write_bytes(into, table.to_csv(index=False).encode())
