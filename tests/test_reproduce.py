@@ -229,9 +229,16 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     from workbench.distill.loop import distill, distill_config
     from workbench.reproduce import long_eval_table, long_evaluation_rows
 
-    played = []
+    played, meanwhile = [], []
     real = workbench.evaluate.evaluate_teacher
-    monkeypatch.setattr(workbench.evaluate, "evaluate_teacher", lambda *a, **k: played.append(a[3]) or real(*a, **k))
+
+    def teacher(*a, **k):  # counts the teacher's evaluations, and stands in for another call writing meanwhile
+        played.append(a[3])
+        for row in meanwhile:
+            pd.concat([pd.read_csv(into), row]).to_csv(into, index=False)
+        return real(*a, **k)
+
+    monkeypatch.setattr(workbench.evaluate, "evaluate_teacher", teacher)
     runs = [tmp_path / f"tiny-s{s}" for s in (0, 1)]
     cards = [distill(distill_config("smoke", "cartpole", student_net="tiny", loss="kl", seed=s), out, progress_bar=False)
              for s, out in zip((0, 1), runs)]
@@ -242,10 +249,13 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     assert list(rows["teacher_return_mean"]) == pytest.approx([c["teacher_return_mean"] for c in cards])
     assert list(rows["card_pct_of_teacher"]) == pytest.approx(list(rows["pct_of_teacher"]))
     assert played == [n], "one teacher evaluation for both students"
+    # Another call adds a row while this one plays its teacher: that row is kept.
+    meanwhile.append(pd.read_csv(into).iloc[:1].assign(recipe="written meanwhile"))
     longer = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
-    assert len(longer) == 3 and played == [n, n + 4]
+    meanwhile.clear()
+    assert len(longer) == 4 and played == [n, n + 4] and "written meanwhile" in set(longer["recipe"])
     again = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
-    assert len(again) == 3 and played == [n, n + 4], "the same run again replaces its row; the teacher's is reused"
+    assert len(again) == 4 and played == [n, n + 4], "the same run again replaces its row; the teacher's is reused"
     table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke", "other": "smoke"}},
                             pd.read_csv(into), episodes=n).set_index("game")
     assert table.loc["cartpole", "tiny_seeds"] == 2
@@ -260,3 +270,18 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     assert into.read_bytes() == before
     with pytest.raises(ValueError, match="no 99-episode evaluations.*probes.py evaluate"):
         long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke"}}, pd.read_csv(into), 99)
+
+
+def test_committed_100_episode_table_matches_the_long_evaluations():
+    from workbench.plots import more_data_figure
+    from workbench.reproduce import LONG_EVALS, long_eval_table
+
+    committed = pd.read_csv(LONG_EVALS.with_name("more_data_table_100ep.csv"),
+                            dtype={"net3_seeds": "Int64", "tiny_seeds": "Int64", "episodes": "Int64"})
+    again = long_eval_table(episodes=100)
+    pd.testing.assert_frame_equal(committed, again, check_dtype=False)
+    long = pd.read_csv(LONG_EVALS)
+    assert (long["episodes"] == 100).all() and long["pct_of_teacher"].notna().all()
+    # Each game's teacher was played once over the 100 episodes: one teacher mean per game.
+    assert long.groupby("teacher")["teacher_return_mean"].nunique().eq(1).all()
+    assert [t.name for t in more_data_figure(again).data][::2] == ["net3", "tiny"]
