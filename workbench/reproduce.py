@@ -393,4 +393,3 @@ def long_eval_table(spec: dict | None = None, long_evals: pd.DataFrame | None = 
     counts = [c for c in table.columns if c.endswith("_seeds")] + ["episodes"]
     table[counts] = table[counts].astype("Int64")
     return table.round({c: 1 for c in table.columns if c not in counts and c not in ("game", "recipe")})
-
