@@ -77,6 +77,13 @@ def _machine_line() -> str:
     return f"{m['processor']} {m['platform'].split('-')[0]}, {m['cpus']} CPUs, torch {m['torch']}"
 
 
+def replace_rows(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """``old`` without the rows that ``new`` holds again (same ``key``), then ``new``: how every committed results
+    file here takes a run made again."""
+    keep = ~old.set_index(key).index.isin(new.set_index(key).index)
+    return pd.concat([old[keep], new], ignore_index=True) if keep.any() else new.reset_index(drop=True)
+
+
 def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Merge a sweep's runs into the committed results (a run of the same teacher, size, loss, tau, beta and seed
     replaces the old one), stamp each new row with this machine, and rewrite the results and ``rusu_table.csv``
@@ -88,8 +95,7 @@ def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int =
     if "ema" in new and "ema" not in old:  # rows from before the sweeps wrote the weight average ran without it
         old = old.assign(ema=0.0)
     new = new.astype({"beta": str})
-    keep = ~old.set_index(KEY).index.isin(new.set_index(KEY).index)
-    results = pd.concat([old[keep], new], ignore_index=True).sort_values(KEY, kind="stable").reset_index(drop=True)
+    results = replace_rows(old, new, KEY).sort_values(KEY, kind="stable").reset_index(drop=True)
     atomic_write_bytes(into, results.to_csv(index=False).encode())
     table = rusu_table(results)
     atomic_write_bytes(into.parent / "rusu_table.csv", table.to_csv(index=False).encode())
@@ -232,8 +238,7 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
     old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
     if "ema" not in old:  # rows written before the weight average: none of them used it
         old.insert(PROBE_COLUMNS.index("ema"), "ema", 0.0)
-    keep = ~old.set_index(PROBE_KEY).index.isin(new.set_index(PROBE_KEY).index)
-    table = pd.concat([old[keep], new], ignore_index=True)
+    table = replace_rows(old, new, PROBE_KEY)
     for recipe, rows in table[table["recipe"].isin(new["recipe"])].groupby("recipe"):
         mixed = [f for f in RECIPE_FIELDS if rows[f].nunique() > 1]
         if mixed:
@@ -283,8 +288,7 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
     new = pd.DataFrame(rows, columns=LONG_EVAL_COLUMNS)
     # Read again: evaluations take minutes, and rows another call wrote meanwhile must not be lost.
     old = pd.read_csv(into) if into.exists() else new.iloc[:0]
-    keep = ~old.set_index(LONG_EVAL_KEY).index.isin(new.set_index(LONG_EVAL_KEY).index)
-    table = pd.concat([old[keep], new], ignore_index=True) if keep.any() else new
+    table = replace_rows(old, new, LONG_EVAL_KEY)
     atomic_write_bytes(into, table.to_csv(index=False).encode())
     return table
 
