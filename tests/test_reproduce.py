@@ -256,6 +256,14 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     assert len(longer) == 4 and played == [n, n + 4] and "written meanwhile" in set(longer["recipe"])
     again = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
     assert len(again) == 4 and played == [n, n + 4], "the same run again replaces its row; the teacher's is reused"
+    # Rows measured against another teacher of the same name (its card scored otherwise) lend it no mean.
+    longest = (again["recipe"] == "smoke") & (again["episodes"] == n + 4)
+    again.assign(teacher_card_return_mean=again["teacher_card_return_mean"] - 1.0,
+                 teacher_return_mean=-7.0).to_csv(into, index=False)
+    replayed = long_evaluation_rows(runs[:1], "smoke", episodes=n + 4, into=into)
+    assert played == [n, n + 4, n + 4], "a replaced teacher is played again"
+    assert list(replayed[longest]["teacher_return_mean"]) == list(again[longest]["teacher_return_mean"])
+    again.to_csv(into, index=False)
     table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke", "other": "smoke"}},
                             pd.read_csv(into), episodes=n).set_index("game")
     assert table.loc["cartpole", "tiny_seeds"] == 2

@@ -38,7 +38,7 @@ KEY = ["teacher", "student_net", "loss", "tau", "beta", "seed"]
 LONG_EVALS = CONFIG.parent / "long_evals.csv"
 LONG_EVAL_COLUMNS = ["recipe", "teacher", "student_net", "loss", "seed", "episodes", "eval_seed", "return_mean",
                      "return_std", "teacher_return_mean", "teacher_return_std", "pct_of_teacher", "stalled_episodes",
-                     "card_pct_of_teacher"]
+                     "card_pct_of_teacher", "teacher_card_return_mean"]
 LONG_EVAL_KEY = ["recipe", "teacher", "student_net", "loss", "seed", "episodes"]
 RUSU_GEOMEAN = {"net1": 108.3, "net2": 101.7, "net3": 83.9}
 TARGETS = {"net3": 100.0, "tiny": 95.0}
@@ -249,11 +249,21 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
     return table
 
 
+def _long_evals(path: Path) -> pd.DataFrame:
+    """The long-evaluation file, or no rows. Rows written before ``teacher_card_return_mean`` get it empty: they do
+    not say which teacher of their name they were measured against, so no later call reuses their teacher mean."""
+    if not path.exists():
+        return pd.DataFrame(columns=LONG_EVAL_COLUMNS)
+    rows = pd.read_csv(path)
+    return rows.reindex(columns=LONG_EVAL_COLUMNS)
+
+
 def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Path = LONG_EVALS) -> pd.DataFrame:
     """Evaluate finished student runs over ``episodes`` greedy episodes from their card's eval seed (the card's
     episodes and more), and their teacher over the same episodes, and add the rows to ``into`` under ``recipe``
     (a row of the same recipe, teacher, size, loss, seed and episode count is replaced). The teacher is played once
-    per teacher and seed range: this call's other runs and the file's earlier rows reuse its mean. Every run is
+    per teacher and seed range: this call's other runs and the file's earlier rows of the same teacher reuse its mean
+    (``teacher_card_return_mean``, the teacher's card score, tells a replaced teacher of that name apart). Every run is
     checked (``probe_row``) before anything is evaluated; the file is read again and rewritten atomically at the end,
     so rows that another call added meanwhile stay."""
     from tqdm.auto import tqdm
@@ -266,15 +276,16 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
         raise ValueError(f"episodes {episodes}: give a positive number of evaluation episodes (the cards use 30)")
     into = Path(into)
     cards = [probe_row(r, recipe) for r in runs]  # refuses unfinished runs and runs of a replaced teacher
-    old = pd.read_csv(into) if into.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
-    teachers = {(t, int(e), int(s)): (m, sd) for t, e, s, m, sd in old[
-        ["teacher", "episodes", "eval_seed", "teacher_return_mean", "teacher_return_std"]].itertuples(index=False)}
+    old = _long_evals(into)
+    teachers = {(t, int(e), int(s), round(c, 6)): (m, sd) for t, e, s, c, m, sd in old[
+        ["teacher", "episodes", "eval_seed", "teacher_card_return_mean", "teacher_return_mean", "teacher_return_std"]
+    ].dropna(subset=["teacher_card_return_mean"]).itertuples(index=False)}
     rows = []
     for run_dir, card in tqdm(list(zip(runs, cards)), desc=f"{episodes}-episode evaluations", unit="run"):
         run = Run(run_dir)
         settings, seed, env_id = run.config["env_spec"]["settings"], int(run.card["eval_seed"]), run.card["env_id"]
         student = evaluate(load_policy(run_dir), env_id, episodes, seed, settings)
-        key = (card["teacher"], episodes, seed)
+        key = (card["teacher"], episodes, seed, round(card["teacher_return_mean"], 6))
         if key not in teachers:
             policy, teacher_card, _ = load_teacher(run.config["teacher"])
             played = evaluate_teacher(policy, teacher_card, env_id, episodes, seed, settings)
@@ -284,10 +295,11 @@ def long_evaluation_rows(runs, recipe: str, episodes: int = 100, into: str | Pat
                      "loss": card["loss"], "seed": card["seed"], "episodes": episodes, "eval_seed": seed,
                      "return_mean": student.mean, "return_std": student.std, "teacher_return_mean": t_mean,
                      "teacher_return_std": t_std, "pct_of_teacher": 100.0 * student.mean / t_mean if t_mean else None,
-                     "stalled_episodes": student.stalled, "card_pct_of_teacher": card["pct_of_teacher"]})
+                     "stalled_episodes": student.stalled, "card_pct_of_teacher": card["pct_of_teacher"],
+                     "teacher_card_return_mean": card["teacher_return_mean"]})
     new = pd.DataFrame(rows, columns=LONG_EVAL_COLUMNS)
     # Read again: evaluations take minutes, and rows another call wrote meanwhile must not be lost.
-    old = pd.read_csv(into) if into.exists() else new.iloc[:0]
+    old = _long_evals(into)
     table = replace_rows(old, new, LONG_EVAL_KEY)
     atomic_write_bytes(into, table.to_csv(index=False).encode())
     return table
