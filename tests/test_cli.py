@@ -57,6 +57,26 @@ def test_train_set_overrides_any_config_field_and_the_run_records_it(tmp_path, c
     assert not (tmp_path / "x").exists()
 
 
+def test_distill_set_overrides_the_fields_without_a_flag_of_their_own(tmp_path, capsys):
+    def run(out, *extra):
+        return main(["distill", "--teacher", "cartpole", "--preset", "smoke", "--preset-net", "tiny", "--quiet",
+                     "--out", str(tmp_path / out), *extra])
+
+    assert run("plain") == 0
+    assert run("set", "--set", "lr=3e-4", "--set", "updates_per_step=2", "--set", "batch_size=32") == 0
+    config = json.loads((tmp_path / "set" / "config.json").read_text())
+    assert config["lr"] == 3e-4 and config["updates_per_step"] == 2.0 and config["batch_size"] == 32
+    updates = {out: json.loads((tmp_path / out / "metrics.jsonl").read_text().splitlines()[-1])["charts/updates"]
+               for out in ("plain", "set")}
+    assert updates["set"] == 2 * updates["plain"] > 0  # the smoke preset's one update a step, doubled
+    capsys.readouterr()
+    for bad, says in ((["--set", "lr=fast"], "lr takes a float"), (["--set", "tau=1"], "FIELD one of"),
+                      (["--set", "batch_size=0.5"], "batch_size takes a int")):
+        assert run("bad", *bad) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     out = tmp_path / "cp"
     args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--preset", "smoke", "--out", str(out), "--quiet"]

@@ -74,16 +74,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# DistillConfig fields that `workbench distill` sets with flags of their own; --set takes the others.
+DISTILL_FLAGS = ("teacher", "preset", "student_net", "student_width", "student_family", "loss", "tau", "beta", "seed",
+                 "total_steps", "ema")
+
+
 def cmd_distill(args) -> int:
     _threads(args.threads)
     from .distill.loop import distill, distill_config
 
+    from .agents.common import parse_overrides
+    from .distill.loop import DistillConfig
+
     if args.preset_net and args.width is not None:
         raise ValueError("give a student size either as --preset-net or as --width, not both")
+    extra = parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS)
     config = distill_config(
         args.preset, args.teacher, student_net=None if args.width is not None else (args.preset_net or "net3"),
         student_width=args.width, student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta,
-        seed=args.seed, total_steps=args.total_steps, ema=args.ema)
+        seed=args.seed, total_steps=args.total_steps, ema=args.ema, **extra)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
@@ -275,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--total-steps", type=int, default=None)
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override another field of the distillation config, e.g. --set lr=3e-4 --set "
+                        "updates_per_step=1 --set memory_size=200000 (repeatable; the run's config.json records it)")
     s.add_argument("--out", required=True)
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")

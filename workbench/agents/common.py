@@ -44,7 +44,8 @@ def parse_overrides(cls, items: list[str] | None, fixed: tuple[str, ...] = ("env
     fails with a message naming it."""
     import typing
 
-    hints = {k: v for k, v in typing.get_type_hints(cls).items() if k not in fixed and v in (bool, int, float, str)}
+    hints = {k: _settable(v) for k, v in typing.get_type_hints(cls).items() if k not in fixed}
+    hints = {k: v for k, v in hints.items() if v is not None}
     out = {}
     for item in items or []:
         key, sep, text = item.partition("=")
@@ -63,6 +64,16 @@ def parse_overrides(cls, items: list[str] | None, fixed: tuple[str, ...] = ("env
         else:
             raise ValueError(f"--set {item!r}: {key} takes a {kind.__name__}, got {text!r}")
     return out
+
+
+def _settable(hint) -> type | None:
+    """The plain type a ``--set`` value converts to: bool, int, float or str, also where the field may be None
+    (``lr: float | None``, None meaning "the default for this network"); None for any other field."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if len(args) == 1 and len(typing.get_args(hint)) == 2 else hint
+    return kind if kind in (bool, int, float, str) else None
 
 
 def _is_float(text: str) -> bool:
