@@ -81,10 +81,8 @@ DISTILL_FLAGS = ("teacher", "preset", "student_net", "student_width", "student_f
 
 def cmd_distill(args) -> int:
     _threads(args.threads)
-    from .distill.loop import distill, distill_config
-
     from .agents.common import parse_overrides
-    from .distill.loop import DistillConfig
+    from .distill.loop import DistillConfig, distill, distill_config
 
     if args.preset_net and args.width is not None:
         raise ValueError("give a student size either as --preset-net or as --width, not both")

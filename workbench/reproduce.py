@@ -252,9 +252,7 @@ def add_probe_rows(runs, recipe: str, into: str | Path = PROBES) -> pd.DataFrame
 def _long_evals(path: Path) -> pd.DataFrame:
     """The long-evaluation file, or no rows. Rows written before ``teacher_card_return_mean`` get it empty: they do
     not say which teacher of their name they were measured against, so no later call reuses their teacher mean."""
-    if not path.exists():
-        return pd.DataFrame(columns=LONG_EVAL_COLUMNS)
-    rows = pd.read_csv(path)
+    rows = pd.read_csv(path) if path.exists() else pd.DataFrame()
     return rows.reindex(columns=LONG_EVAL_COLUMNS)
 
 
