@@ -77,6 +77,31 @@ def test_distill_set_overrides_the_fields_without_a_flag_of_their_own(tmp_path, 
     assert not (tmp_path / "bad").exists()
 
 
+def test_distill_layers_give_the_student_another_shape_at_the_preset_size(tmp_path, capsys):
+    def run(out, *extra):
+        return main(["distill", "--teacher", "cartpole", "--preset", "smoke", "--quiet", "--out", str(tmp_path / out),
+                     *extra])
+
+    # cartpole's tiny student is 30,30 hidden units (1,142 params); three layers of 22 come within 15% of it
+    assert run("deep", "--preset-net", "tiny", "--layers", ":22,22,22") == 0
+    card = json.loads((tmp_path / "deep" / "card.json").read_text())
+    assert card["net"]["hidden"] == [22, 22, 22] and card["student_net"] == "tiny"
+    assert card["student_params"] == (4 * 22 + 22) + 2 * (22 * 22 + 22) + (22 * 2 + 2)
+    assert json.loads((tmp_path / "deep" / "config.json").read_text())["student_layers"] == ":22,22,22"
+    assert run("any", "--layers", ":40") == 0  # without a preset the layers take any size
+    assert json.loads((tmp_path / "any" / "card.json").read_text())["student_params"] == 4 * 40 + 40 + 40 * 2 + 2
+    assert run("wide", "--width", "0.125") == 0  # 32,32 units: the width, not the default net3 preset, sizes it
+    card = json.loads((tmp_path / "wide" / "card.json").read_text())
+    assert card["net"]["hidden"] == [32, 32] and card["student_net"] is None
+    capsys.readouterr()
+    for bad, says in ((["--layers", "22x22"], "layers must read CONV:HIDDEN"),
+                      (["--preset-net", "tiny", "--layers", ":40"], "25% of the tiny student's 1,142 (layers :30,30)"),
+                      (["--width", "0.1", "--layers", ":40"], "not --width with the others")):
+        assert run("bad", *bad) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     out = tmp_path / "cp"
     args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--preset", "smoke", "--out", str(out), "--quiet"]

@@ -4,6 +4,7 @@ reproduce, teachers, bench, report, demo."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -75,8 +76,8 @@ def cmd_evaluate(args) -> int:
 
 
 # DistillConfig fields that `workbench distill` sets with flags of their own; --set takes the others.
-DISTILL_FLAGS = ("teacher", "preset", "student_net", "student_width", "student_family", "loss", "tau", "beta", "seed",
-                 "total_steps", "ema")
+DISTILL_FLAGS = ("teacher", "preset", "student_net", "student_width", "student_family", "student_layers", "loss",
+                 "tau", "beta", "seed", "total_steps", "ema")
 
 
 def cmd_distill(args) -> int:
@@ -84,13 +85,17 @@ def cmd_distill(args) -> int:
     from .agents.common import parse_overrides
     from .distill.loop import DistillConfig, distill, distill_config
 
-    if args.preset_net and args.width is not None:
-        raise ValueError("give a student size either as --preset-net or as --width, not both")
+    if args.width is not None and (args.preset_net or args.layers):
+        raise ValueError("give a student size either as --preset-net (with --layers for its shape), --layers or "
+                         "--width, not --width with the others")
     extra = parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS)
+    student_net = args.preset_net if args.width is not None or args.layers else (args.preset_net or "net3")
     config = distill_config(
-        args.preset, args.teacher, student_net=None if args.width is not None else (args.preset_net or "net3"),
-        student_width=args.width, student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta,
-        seed=args.seed, total_steps=args.total_steps, ema=args.ema, **extra)
+        args.preset, args.teacher, student_net=student_net, student_layers=args.layers, student_width=args.width,
+        student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta, seed=args.seed,
+        total_steps=args.total_steps, ema=args.ema, **extra)
+    # distill_config drops None overrides, so a student sized by --width or --layers alone says so here
+    config = dataclasses.replace(config, student_net=student_net)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
@@ -273,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset-net", default=None, choices=("teacher", "net1", "net2", "net3", "tiny"),
                    help="student size as Rusu's share of the teacher (default net3, 4%%)")
     s.add_argument("--width", type=float, default=None, help="student width multiplier instead of --preset-net")
+    s.add_argument("--layers", default=None, metavar="CONV:HIDDEN",
+                   help="the student's own layer widths, e.g. 8:16 (one 8-channel conv, 16 hidden units) or 8,8:26; "
+                        "with --preset-net they must come within 15%% of its parameters: another shape, same size")
     s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
     s.add_argument("--tau", type=float, default=0.01,
                    help="KL temperature on the teacher (Rusu: 0.01, for DQN Q-values; a PPO teacher's logits are "

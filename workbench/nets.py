@@ -219,6 +219,26 @@ def make_spec(
     )
 
 
+def parse_layers(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """'CONV:HIDDEN' -> (conv channels, hidden units): '8:16', '8,8:26', ':64,64' (an mlp has no conv layers)."""
+    conv, sep, hidden = str(text).partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        layers = tuple(tuple(int(x) for x in part.split(",") if x.strip()) for part in (conv, hidden))
+    except ValueError:
+        raise ValueError(f"layers must read CONV:HIDDEN, comma-separated widths on each side (e.g. 8:16, 8,8:26 "
+                         f"or :64,64 for an mlp), got {text!r}") from None
+    if any(n < 1 for part in layers for n in part):
+        raise ValueError(f"every layer needs at least one unit, got {text!r}")
+    return layers
+
+
+def format_layers(spec: NetSpec) -> str:
+    """A spec's layer widths as parse_layers reads them: '4:34', '16,16,16:24', ':30,30'."""
+    return ",".join(map(str, spec.conv)) + ":" + ",".join(map(str, spec.hidden))
+
+
 def spec_for_fraction(teacher: NetSpec, fraction: float) -> NetSpec:
     """The student of the teacher's family whose acting parameters come closest to ``fraction`` of its own.
 

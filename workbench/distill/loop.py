@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ from ..collect import Collector
 from ..envs import EnvSpec, make_env
 from ..evaluate import agreement, evaluate, evaluate_teacher
 from ..memory import ReplayMemory
-from ..nets import PRESET_FRACTIONS, build, make_spec, preset_spec, spec_for_fraction, spec_params
+from ..nets import (PRESET_FRACTIONS, NetSpec, build, format_layers, make_spec, parse_layers, preset_spec, spec_for_fraction,
+                    spec_params)
 from ..runs import (Run, load_optimizer_arrays, load_policy, machine, optimizer_arrays, save_policy,
                     set_torch_rng_state, torch_rng_state)
 from .losses import check_actions, get_loss
@@ -48,6 +50,9 @@ class DistillConfig:
     """Width multiplier of the family's base net, used when student_net is None."""
     student_family: str | None = None
     """Network family of the student (default: the teacher's)."""
+    student_layers: str | None = None
+    """The student's own layer widths, 'CONV:HIDDEN' (e.g. '8:16'): its shape instead of the width knob's. With
+    student_net they must come within 15% of that preset's parameters: another shape at the same size."""
     loss: str = "kl"
     """nll, mse or kl."""
     tau: float = 0.01
@@ -140,8 +145,20 @@ def load_teacher(path: str):
 
 
 def student_spec_for(config: DistillConfig, teacher_spec):
-    """The student's NetSpec: a size preset (a share of the teacher's parameters) or a width."""
+    """The student's NetSpec: a size preset (a share of the teacher's parameters), a width, or its own layers."""
     family = config.student_family or teacher_spec.family
+    if config.student_layers is not None:
+        conv, hidden = parse_layers(config.student_layers)
+        spec = NetSpec(family, teacher_spec.obs_shape, teacher_spec.n_actions, conv, hidden, teacher_spec.obs_scale)
+        if config.student_net is not None:
+            preset = student_spec_for(dataclasses.replace(config, student_layers=None), teacher_spec)
+            have, want = spec_params(spec), spec_params(preset)
+            if abs(math.log(have / want)) > math.log(1.15):
+                raise ValueError(
+                    f"layers {config.student_layers} have {have:,} parameters, {have / want:.0%} of the "
+                    f"{config.student_net} student's {want:,} (layers {format_layers(preset)}); give a shape within "
+                    f"15% of it, or leave out the size preset to take these layers at any size")
+        return spec
     if config.student_net is None:
         return make_spec(teacher_spec.obs_shape, teacher_spec.n_actions, family, config.student_width,
                          teacher_spec.obs_scale)
