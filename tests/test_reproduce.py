@@ -206,6 +206,13 @@ def test_more_data_table_takes_each_game_at_its_own_recipe():
     assert (t.loc["target (issue 5)", "net3"], t.loc["target (issue 5)", "tiny"]) == (100.0, 95.0)
     with pytest.raises(ValueError, match="no kl net3 runs of b under the recipe 'missing'.*scripts/probes.py add"):
         more_data_table({**spec, "recipes": {"b": "missing"}}, results, probes)
+    # A size may take its own recipe (another shape, say): each size reads its rows, the label names both.
+    split = more_data_table({**spec, "recipes": {"b": {"net3": "other", "tiny": "r"}}}, results, probes)
+    split = split.set_index("game")
+    assert split.loc["b", "recipe"] == "other (net3); r (tiny)"
+    assert (split.loc["b", "net3"], split.loc["b", "net3_seeds"], split.loc["b", "tiny"]) == (500.0, 1, 65.0)
+    with pytest.raises(ValueError, match=r"names recipes for \['net3'\], not for tiny"):
+        more_data_table({**spec, "recipes": {"b": {"net3": "r"}}}, results, probes)
 
 
 def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_it():
@@ -220,7 +227,7 @@ def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_i
     shown = again[~again["game"].str.startswith("target")]
     assert [t.name for t in fig.data] == ["net3", "net3 target 100%", "tiny", "tiny target 95%"]
     assert [x.split("<br>")[0] for x in fig.data[0].x] == [g.split(" without ")[0] for g in shown["game"]]
-    assert all(r in x for x, r in zip(fig.data[0].x, shown["recipe"].dropna()))
+    assert all(r.replace("; ", "<br>") in x for x, r in zip(fig.data[0].x, shown["recipe"].dropna()))
     assert list(fig.data[2].y) == list(shown["tiny"]) and [s.y0 for s in fig.layout.shapes] == [100.0, 95.0]
 
 
@@ -267,6 +274,9 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke", "other": "smoke"}},
                             pd.read_csv(into), episodes=n).set_index("game")
     assert table.loc["cartpole", "tiny_seeds"] == 2
+    per_size = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": {"tiny": "smoke"}}},
+                               pd.read_csv(into), episodes=n).set_index("game")
+    assert per_size.loc["cartpole", "tiny"] == table.loc["cartpole", "tiny"]
     assert table.loc["cartpole", "tiny"] == pytest.approx(rows["pct_of_teacher"].mean(), abs=0.05)
     assert "geometric mean, 1 of 2 games" in table.index and table.loc["target (issue 5)", "tiny"] == 95.0
     before = into.read_bytes()

@@ -290,7 +290,8 @@ def more_data_figure(table: pd.DataFrame, title: str = "Each game at the recipe 
     rows = table[~table["game"].str.startswith("target")]
     targets = table[table["game"].str.startswith("target")]
     recipe = rows["recipe"].fillna("")
-    labels = [f"{g.replace(' without ', '<br>without ')}<br><sub>{r}</sub>" for g, r in zip(rows["game"], recipe)]
+    labels = [f"{g.replace(' without ', '<br>without ')}<br><sub>{r.replace('; ', '<br>')}</sub>"
+              for g, r in zip(rows["game"], recipe)]
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
     fig = go.Figure()
     for net, colour in zip(nets, colours):

@@ -322,10 +322,25 @@ def weight_average_pairs(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def recipe_for(recipes: str | dict, net: str) -> str:
+    """The recipe a more-data spec names for one student size: one name for all sizes, or {net: name}."""
+    recipe = recipes.get(net) if isinstance(recipes, dict) else recipes
+    if recipe is None:
+        raise ValueError(f"the more-data spec names recipes for {sorted(recipes)}, not for {net}")
+    return TABLE_RECIPE if recipe == "table" else recipe
+
+
+def recipe_label(recipes: str | dict, nets: list[str]) -> str:
+    """One recipe for every size as it is; sizes at different recipes as 'RECIPE (net3); RECIPE (tiny)'."""
+    names = [recipe_for(recipes, net) for net in nets]
+    return names[0] if len(set(names)) == 1 else "; ".join(f"{r} ({net})" for r, net in zip(names, nets))
+
+
 def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = None,
                     probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """% of teacher per game with each game at the recipe ``spec`` names for it: "table" (the demo sweep's runs,
-    100k env steps and tau 0.01) or a recipe in the probe file (say "1M steps, tau 1"). ``spec`` (default
+    100k env steps and tau 0.01) or a recipe in the probe file (say "1M steps, tau 1"), or one such name per student
+    size ({"net3": ..., "tiny": ...}: a size measured better at another recipe, say another shape). ``spec`` (default
     ``MORE_DATA``) also names the loss, the student sizes and games to leave out of a second geometric mean.
     One row per game (mean, std and seeds per size, and the env steps), then the geometric means and the targets."""
     spec = spec or json.loads(MORE_DATA.read_text())
@@ -333,22 +348,24 @@ def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = Non
     results = pd.read_csv(RESULTS, dtype={"beta": str}) if results is None else results
     probes = pd.read_csv(PROBES, dtype={"beta": str}) if probes is None else probes
     rows = []
-    for game, recipe in spec["recipes"].items():
-        if recipe == "table":
-            # The demo table's recipe: a results file may also hold a sweep's runs at another tau or beta.
-            runs = results[(results["teacher"] == game) & (results["loss"] == loss) & (results["tau"] == 0.01)
-                           & (results["beta"].astype(str) == "1")]
-            recipe = TABLE_RECIPE
-        else:
-            runs = probes[(probes["teacher"] == game) & (probes["recipe"] == recipe) & (probes["loss"] == loss)]
-        row = {"game": game, "recipe": recipe}
+    for game, recipes in spec["recipes"].items():
+        row, env_steps = {"game": game, "recipe": recipe_label(recipes, nets)}, []
         for net in nets:
-            pct = runs[runs["student_net"] == net].set_index("seed")["pct_of_teacher"]
+            recipe = recipe_for(recipes, net)
+            if recipe == TABLE_RECIPE:
+                # The demo table's recipe: a results file may also hold a sweep's runs at another tau or beta.
+                runs = results[(results["teacher"] == game) & (results["loss"] == loss) & (results["tau"] == 0.01)
+                               & (results["beta"].astype(str) == "1")]
+            else:
+                runs = probes[(probes["teacher"] == game) & (probes["recipe"] == recipe) & (probes["loss"] == loss)]
+            runs = runs[runs["student_net"] == net]
+            pct = runs.set_index("seed")["pct_of_teacher"]
             if pct.empty:
                 raise ValueError(f"no {loss} {net} runs of {game} under the recipe {recipe!r}; add them with "
                                  "`scripts/probes.py add --recipe RECIPE RUN...` or name another recipe")
             row |= {net: pct.mean(), f"{net}_std": pct.std(), f"{net}_seeds": len(pct)}
-        row["env_steps"] = int(runs["env_steps"].max())
+            env_steps.append(int(runs["env_steps"].max()))
+        row["env_steps"] = max(env_steps)
         rows.append(row)
     games = pd.DataFrame(rows)
     summary = [("geometric mean", games)]
@@ -377,14 +394,14 @@ def long_eval_table(spec: dict | None = None, long_evals: pd.DataFrame | None = 
         long_evals = pd.read_csv(LONG_EVALS) if LONG_EVALS.exists() else pd.DataFrame(columns=LONG_EVAL_COLUMNS)
     long_evals = long_evals[(long_evals["loss"] == loss) & (long_evals["episodes"] == episodes)]
     rows = []
-    for game, recipe in spec["recipes"].items():
-        recipe = TABLE_RECIPE if recipe == "table" else recipe
-        runs = long_evals[(long_evals["teacher"] == game) & (long_evals["recipe"] == recipe)]
-        by_net = {net: runs[runs["student_net"] == net].set_index("seed") for net in nets}
+    for game, recipes in spec["recipes"].items():
+        runs = long_evals[long_evals["teacher"] == game]
+        by_net = {net: runs[(runs["student_net"] == net) & (runs["recipe"] == recipe_for(recipes, net))]
+                  .set_index("seed") for net in nets}
         if any(r.empty for r in by_net.values()):
             continue
-        row = {"game": game, "recipe": recipe, "episodes": episodes,
-               "teacher_return": runs["teacher_return_mean"].mean()}
+        row = {"game": game, "recipe": recipe_label(recipes, nets), "episodes": episodes,
+               "teacher_return": pd.concat(by_net.values())["teacher_return_mean"].mean()}
         for net, r in by_net.items():
             row |= {net: r["pct_of_teacher"].mean(), f"{net}_std": r["pct_of_teacher"].std(),
                     f"{net}_seeds": len(r), f"card_{net}": r["card_pct_of_teacher"].mean()}
