@@ -31,8 +31,8 @@ from ..collect import Collector
 from ..envs import EnvSpec, make_env
 from ..evaluate import agreement, evaluate, evaluate_teacher
 from ..memory import ReplayMemory
-from ..nets import (PRESET_FRACTIONS, NetSpec, build, format_layers, make_spec, parse_layers, preset_spec, spec_for_fraction,
-                    spec_params)
+from ..nets import (PRESET_FRACTIONS, NetSpec, build, format_layers, make_spec, parse_layers, preset_spec,
+                    spec_for_fraction, spec_params)
 from ..runs import (Run, load_optimizer_arrays, load_policy, machine, optimizer_arrays, save_policy,
                     set_torch_rng_state, torch_rng_state)
 from .losses import check_actions, get_loss
