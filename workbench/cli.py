@@ -91,10 +91,10 @@ def cmd_distill(args) -> int:
     extra = parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS)
     student_net = args.preset_net if args.width is not None or args.layers else (args.preset_net or "net3")
     config = distill_config(
-        args.preset, args.teacher, student_net=student_net, student_layers=args.layers, student_width=args.width,
-        student_family=args.student, loss=args.loss, tau=args.tau, beta=args.beta, seed=args.seed,
-        total_steps=args.total_steps, ema=args.ema, **extra)
-    # distill_config drops None overrides, so a student sized by --width or --layers alone says so here
+        args.preset, args.teacher, student_layers=args.layers, student_width=args.width, student_family=args.student,
+        loss=args.loss, tau=args.tau, beta=args.beta, seed=args.seed, total_steps=args.total_steps, ema=args.ema,
+        **extra)
+    # set after distill_config, which drops None overrides: a student sized by --width or --layers alone has no preset
     config = dataclasses.replace(config, student_net=student_net)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
