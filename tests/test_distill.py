@@ -177,6 +177,30 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     assert pd.read_csv(tmp_path / "ema" / "results.csv").ema.tolist() == [0.999]
 
 
+def test_sweep_cli_gives_a_size_its_own_shape_and_any_config_field(tmp_path, capsys):
+    from workbench.cli import main
+
+    args = ["sweep", "--teacher", TEACHER, "--nets", "tiny", "net3", "--losses", "kl", "--seeds", "0", "--preset",
+            "smoke", "--out", str(tmp_path)]
+    # Bad shapes fail before any run starts, each naming the problem: too large for the preset, a net the sweep
+    # does not run, a shape without its net, a field that has its own flag.
+    for bad, says in ((["--layers", "tiny=:40,40"], r"layers :40,40 have .* of the tiny student's 1,142"),
+                      (["--layers", "net1=:64"], r"layers given for net1, which this sweep does not run"),
+                      (["--layers", ":22,22,22"], r"NET=CONV:HIDDEN, e\.g\. tiny=8:16"),
+                      (["--set", "tau=1"], r"--set 'tau=1': expected FIELD=VALUE")):
+        assert main(args + bad) == 2
+        assert re.search(says, capsys.readouterr().err)
+        assert not list(tmp_path.iterdir()), "a refused sweep writes nothing"
+    assert main(args + ["--layers", "tiny=:22,22,22", "--set", "lr=3e-4"]) == 0
+    results = pd.read_csv(tmp_path / "results.csv").set_index("student_net")
+    assert results.layers.to_dict() == {"tiny": ":22,22,22", "net3": ":46,46"}
+    assert results.student_params["tiny"] == 22 * 4 + 22 + 2 * (22 * 22 + 22) + 22 * 2 + 2
+    run = tmp_path / "cartpole" / "tiny@x22_22_22-kl-s0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["student_layers"] == ":22,22,22" and config["lr"] == 3e-4
+    assert json.loads((tmp_path / "cartpole" / "net3-kl-s0" / "config.json").read_text())["lr"] == 3e-4
+
+
 def test_ray_and_local_give_the_same_numbers(tmp_path):
     ray = _ray_or_skip()
     from workbench.sweep import sweep

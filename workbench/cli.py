@@ -145,10 +145,22 @@ def cmd_sweep(args) -> int:
     _threads(args.threads)
     from .sweep import sweep
 
+    from .agents.common import parse_overrides
+    from .distill.loop import DistillConfig
+    from .nets import parse_layers
+
     overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema))
                  if v is not None}
+    overrides.update(parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS))
+    layers = {}
+    for item in args.layers or []:
+        net, sep, shape = item.partition("=")
+        if not sep:
+            raise ValueError(f"--layers {item!r}: give each as NET=CONV:HIDDEN, e.g. tiny=8:16 net3=12:24")
+        parse_layers(shape)
+        layers[net.strip()] = shape.strip()
     df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
-               args.num_cpus, overrides, args.betas)
+               args.num_cpus, overrides, args.betas, layers=layers)
     print(df.groupby(["student_net", "loss", "beta"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
           .round(3).to_string())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'compression.html'}")
@@ -354,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tau", type=float, default=None,
                    help="KL temperature on the teacher (default 0.01, Rusu's; ~1 for PPO teachers)")
     s.add_argument("--ema", type=float, default=None, help=EMA_HELP)
+    s.add_argument("--layers", nargs="+", default=None, metavar="NET=CONV:HIDDEN",
+                   help="a size preset's own shape at its size, e.g. tiny=8:16 net3=12:24 (within 15%% of its "
+                        "parameters); the run folders say it: tiny@8x16-kl-s0")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override another field of every run's distillation config, e.g. --set lr=3e-4 "
+                        "(repeatable; each run's config.json records it)")
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")

@@ -89,7 +89,8 @@ def commit_results(new: pd.DataFrame, into: str | Path = RESULTS, threads: int =
     replaces the old one), stamp each new row with this machine, and rewrite the results and ``rusu_table.csv``
     beside them atomically. Returns (results, table)."""
     into = Path(into)
-    new = new.drop(columns=["run"], errors="ignore").assign(
+    # the committed table is the size presets' own shapes; a sweep's layers column is its runs' record of them
+    new = new.drop(columns=["run", "layers"], errors="ignore").assign(
         machine=f"{_machine_line()}, {threads} thread{'s' if threads != 1 else ''} per run")
     old = pd.read_csv(into, dtype={"beta": str}) if into.exists() else new.iloc[:0]
     if "ema" in new and "ema" not in old:  # rows from before the sweeps wrote the weight average ran without it

@@ -16,21 +16,30 @@ import pandas as pd
 
 from .agents.common import BOOKKEEPING, saved_config
 from .distill.loop import distill, distill_config
+from .nets import NetSpec, format_layers
 from .runs import atomic_write_bytes
 
-CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
-               "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
-               "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
+CARD_FIELDS = ["teacher", "env_id", "student_net", "layers", "teacher_params", "student_params", "compression",
+               "loss", "tau", "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds",
+               "return_mean", "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
 
 
-def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",)) -> list[dict]:
-    """One job per teacher x net x loss x beta x seed; the folder name says everything but the default beta."""
+def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",), layers: dict | None = None) -> list[dict]:
+    """One job per teacher x net x loss x beta x seed; the folder name says everything but the default beta and
+    the size presets' own shapes. ``layers`` gives a size preset another shape at its size: {"tiny": "8:16"}."""
+    layers = layers or {}
+    unknown = sorted(set(layers) - set(nets))
+    if unknown:
+        raise ValueError(f"layers given for {', '.join(unknown)}, which this sweep does not run (nets: "
+                         f"{', '.join(nets)}); give them as NET=CONV:HIDDEN for one of its nets")
     jobs = []
     for teacher, net, loss, beta, seed in itertools.product(teachers, nets, losses, betas, seeds):
         name = Path(teacher).name
-        tag = f"{net}-{loss}" + ("" if str(beta) == "1" else f"-b{str(beta).replace(':', '_')}")
-        jobs.append({"teacher": str(teacher), "net": net, "loss": loss, "beta": str(beta), "seed": int(seed),
-                     "out": str(Path(out) / name / f"{tag}-s{seed}")})
+        shape = layers.get(net)
+        tag = (f"{net}" + ("" if shape is None else f"@{shape.replace(':', 'x').replace(',', '_')}") + f"-{loss}"
+               + ("" if str(beta) == "1" else f"-b{str(beta).replace(':', '_')}"))
+        jobs.append({"teacher": str(teacher), "net": net, "layers": shape, "loss": loss, "beta": str(beta),
+                     "seed": int(seed), "out": str(Path(out) / name / f"{tag}-s{seed}")})
     return jobs
 
 
@@ -46,14 +55,29 @@ def _refuse_another_config(out: Path, config) -> None:
                          f"sweep asks for {', '.join(f'{k} {mine[k]}' for k in differ)}; give the sweep its own --out")
 
 
+def check_shapes(jobs: list[dict], preset: str, overrides: dict) -> None:
+    """A shape that does not fit its size preset fails before any run starts, not after hours of the others."""
+    from .distill.loop import load_teacher, student_spec_for
+
+    specs = {}
+    for job in jobs:
+        if job.get("layers") is None:
+            continue
+        if job["teacher"] not in specs:
+            specs[job["teacher"]] = load_teacher(job["teacher"])[0].spec
+        config = distill_config(preset, job["teacher"], student_net=job["net"], student_layers=job["layers"],
+                                **overrides)
+        student_spec_for(config, specs[job["teacher"]])
+
+
 def run_job(job: dict, preset: str, overrides: dict) -> dict:
     """One student run (skipped if finished, resumed if interrupted); returns its card."""
     import torch
 
     torch.set_num_threads(1)  # sweeps parallelise over runs, not inside one
     out = Path(job["out"])
-    config = distill_config(preset, job["teacher"], student_net=job["net"], loss=job["loss"], seed=job["seed"],
-                            beta=job.get("beta", "1"), **overrides)
+    config = distill_config(preset, job["teacher"], student_net=job["net"], student_layers=job.get("layers"),
+                            loss=job["loss"], seed=job["seed"], beta=job.get("beta", "1"), **overrides)
     if (out / "card.json").exists():
         _refuse_another_config(out, config)
         return json.loads((out / "card.json").read_text())
@@ -62,27 +86,31 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
 
 def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",
           address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None,
-          betas=("1",), finished_only: bool = False) -> pd.DataFrame:
+          betas=("1",), finished_only: bool = False, layers: dict | None = None) -> pd.DataFrame:
     """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table.
-    ``finished_only``: run nothing, collect the combinations that have finished (a sweep still going, or cut off)."""
+    ``finished_only``: run nothing, collect the combinations that have finished (a sweep still going, or cut off).
+    ``layers``: a shape of its own for a size preset, {"tiny": "8:16"} (within 15% of the preset's size)."""
     out = Path(out)
-    jobs = plan(teachers, nets, losses, seeds, out, betas)
+    jobs = plan(teachers, nets, losses, seeds, out, betas, layers)
     overrides = overrides or {}
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
     if finished_only:
         jobs = [job for job in jobs if (Path(job["out"]) / "card.json").exists()]
         if not jobs:
             raise ValueError(f"no finished runs of this sweep in {out}; run it without --finished-only first")
         cards = [json.loads((Path(job["out"]) / "card.json").read_text()) for job in jobs]
-    elif engine == "local":
-        from tqdm.auto import tqdm
-
-        cards = [run_job(job, preset, overrides) for job in tqdm(jobs, desc="sweep", unit="run")]
-    elif engine == "ray":
-        cards = _run_ray(jobs, preset, overrides, address, num_cpus)
     else:
-        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+        check_shapes(jobs, preset, overrides)
+        if engine == "local":
+            from tqdm.auto import tqdm
+
+            cards = [run_job(job, preset, overrides) for job in tqdm(jobs, desc="sweep", unit="run")]
+        else:
+            cards = _run_ray(jobs, preset, overrides, address, num_cpus)
     # A card written before the weight average existed ran without it.
-    df = pd.DataFrame([{k: c.get(k, 0.0 if k == "ema" else None) for k in CARD_FIELDS} | {"run": j["out"]}
+    df = pd.DataFrame([{k: c.get(k, 0.0 if k == "ema" else None) for k in CARD_FIELDS}
+                       | {"layers": format_layers(NetSpec.from_dict(c["net"])) if "net" in c else None, "run": j["out"]}
                        for c, j in zip(cards, jobs)])
     atomic_write_bytes(out / "results.csv", df.to_csv(index=False).encode())
     from .plots import compression_figure
