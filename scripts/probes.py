@@ -5,6 +5,7 @@
     .venv/bin/python scripts/probes.py pairs RUN [RUN ...]
     .venv/bin/python scripts/probes.py evaluate --recipe "1M steps, tau 1" [--episodes 100] RUN [RUN ...]
     .venv/bin/python scripts/probes.py long [--episodes 100] [--write]
+    .venv/bin/python scripts/probes.py commands [--out runs/more-data]
 
 ``add`` puts finished student runs (folders that ``workbench distill`` or a sweep wrote) into the probe file under
 a recipe name; a run of the same recipe, teacher, size, loss and seed replaces the old row. ``table`` prints the
@@ -13,6 +14,7 @@ saves it as ``data/results/more_data_table.csv``. Both files are written atomica
 made with ``--ema``, the averaged student's % of teacher beside the same run's raw final weights. ``evaluate``
 plays finished runs and their teachers over more episodes than the cards' 30 (into ``data/results/long_evals.csv``),
 and ``long`` prints the more-data table from those evaluations (``--write``: ``more_data_table_<N>ep.csv``).
+``commands`` prints the ``workbench sweep`` commands that make the table's runs, one per game and recipe.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 import pandas as pd
 
 from workbench.reproduce import (LONG_EVALS, MORE_DATA, PROBES, add_probe_rows, long_eval_table,
-                                 long_evaluation_rows, more_data_table, weight_average_pairs)
+                                 long_evaluation_rows, more_data_commands, more_data_table, weight_average_pairs)
 from workbench.runs import atomic_write_bytes
 
 TABLE = MORE_DATA.parent / "more_data_table.csv"
@@ -47,6 +49,8 @@ def main(argv: list[str]) -> int:
     longer.add_argument("--into", default=str(LONG_EVALS))
     longer.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: evaluations beside running trainings on a small CPU)")
+    commands = sub.add_parser("commands", help="the sweeps that make the more-data table's runs")
+    commands.add_argument("--out", default="runs/more-data")
     long_table = sub.add_parser("long", help="the more-data table from the longer evaluations")
     long_table.add_argument("--episodes", type=int, default=100)
     long_table.add_argument("--write", action="store_true", help="also save it beside more_data_table.csv")
@@ -69,6 +73,8 @@ def main(argv: list[str]) -> int:
             if args.write:
                 atomic_write_bytes(TABLE.with_name(f"more_data_table_{args.episodes}ep.csv"),
                                    result.to_csv(index=False).encode())
+        elif args.command == "commands":
+            print("\n".join(more_data_commands(out=args.out)))
         elif args.command == "pairs":
             result = weight_average_pairs(args.runs)
             with pd.option_context("display.width", 200, "display.max_columns", 20):

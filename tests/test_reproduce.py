@@ -303,3 +303,46 @@ def test_committed_100_episode_table_matches_the_long_evaluations():
     # Each game's teacher was played once over the 100 episodes: one teacher mean per game.
     assert long.groupby("teacher")["teacher_return_mean"].nunique().eq(1).all()
     assert [t.name for t in more_data_figure(again).data][::2] == ["net3", "tiny"]
+
+
+def test_more_data_commands_are_sweeps_that_make_each_recipe():
+    import json
+    import shlex
+
+    from workbench.cli import build_parser
+    from workbench.reproduce import MORE_DATA, more_data_commands, recipe_for, recipe_settings
+
+    assert recipe_settings("table") == {"beta": "1", "total_steps": 100_000, "tau": 0.01}
+    assert recipe_settings("2M steps, tau 1, DAgger (linear:1:0), layers 8,8:26") == \
+        {"beta": "linear:1:0", "total_steps": 2_000_000, "tau": 1.0, "layers": "8,8:26"}
+    assert recipe_settings("800k steps, tau 1")["total_steps"] == 800_000
+    with pytest.raises(ValueError, match=r"'EMA 0\.999' is not a part a sweep can make"):
+        recipe_settings("1M steps, tau 1, EMA 0.999")
+
+    def parsed(spec):
+        commands = [build_parser().parse_args(shlex.split(c)[1:]) for c in more_data_commands(spec, out="o")]
+        assert all(a.command == "sweep" for a in commands)
+        made = {}
+        for a in commands:
+            layers = dict(item.split("=") for item in a.layers or [])
+            for net in a.nets:
+                made[(a.teacher[0], net)] = {"total_steps": a.total_steps, "tau": a.tau, "beta": a.betas[0]} | (
+                    {"layers": layers[net]} if net in layers else {})
+            assert a.out == f"o/{a.teacher[0]}" and a.seeds == [0, 1, 2] and a.losses == [spec["loss"]]
+        return commands, made
+
+    spec = {"loss": "kl", "nets": ["net3", "tiny"], "recipes": {
+        "a": "table", "b": {"net3": "2M steps, tau 1, DAgger (linear:1:0), layers 12:24",
+                            "tiny": "2M steps, tau 1, DAgger (linear:1:0), layers 8:16"},
+        "c": {"net3": "4M steps, tau 1", "tiny": "1M steps, tau 1, layers 8:16"}}}
+    commands, made = parsed(spec)
+    # sizes that differ only in shape share a sweep; another step count needs its own
+    assert [(a.teacher, a.nets) for a in commands] == [(["a"], ["net3", "tiny"]), (["b"], ["net3", "tiny"]),
+                                                        (["c"], ["net3"]), (["c"], ["tiny"])]
+    assert made[("b", "net3")] == {"total_steps": 2_000_000, "tau": 1.0, "beta": "linear:1:0", "layers": "12:24"}
+    assert made[("c", "tiny")] == {"total_steps": 1_000_000, "tau": 1.0, "beta": "1", "layers": "8:16"}
+    # the committed table: every game and size is made at the recipe it reads
+    committed = json.loads(MORE_DATA.read_text())
+    _, made = parsed(committed)
+    assert made == {(game, net): recipe_settings(recipe_for(recipes, net))
+                    for game, recipes in committed["recipes"].items() for net in committed["nets"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -335,6 +336,47 @@ def recipe_label(recipes: str | dict, nets: list[str]) -> str:
     """One recipe for every size as it is; sizes at different recipes as 'RECIPE (net3); RECIPE (tiny)'."""
     names = [recipe_for(recipes, net) for net in nets]
     return names[0] if len(set(names)) == 1 else "; ".join(f"{r} ({net})" for r, net in zip(names, nets))
+
+
+def recipe_settings(recipe: str) -> dict:
+    """A more-data recipe's name as the settings that make it: "2M steps, tau 1, DAgger (linear:1:0), layers 8:16"
+    -> {"total_steps": 2000000, "tau": 1.0, "beta": "linear:1:0", "layers": "8:16"}; "table" is the demo sweep's
+    100k steps at tau 0.01. A part it does not know (a probe's "EMA 0.999", "lr 3e-4") fails, naming it."""
+    name = TABLE_RECIPE if recipe == "table" else recipe
+    settings = {"beta": "1"}
+    for part in name.removesuffix(" (the table)").split(", "):
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)([kM]) steps", part):
+            settings["total_steps"] = round(float(m[1]) * {"k": 1e3, "M": 1e6}[m[2]])
+        elif m := re.fullmatch(r"tau (\S+)", part):
+            settings["tau"] = float(m[1])
+        elif m := re.fullmatch(r"DAgger \((\S+)\)", part):
+            settings["beta"] = m[1]
+        elif m := re.fullmatch(r"layers (\S+)", part):
+            settings["layers"] = m[1]
+        else:
+            raise ValueError(f"recipe {recipe!r}: {part!r} is not a part a sweep can make (steps, tau, DAgger, "
+                             f"layers); run it with workbench distill and its --set flags instead")
+    return settings
+
+
+def more_data_commands(spec: dict | None = None, seeds=(0, 1, 2), out: str = "runs/more-data") -> list[str]:
+    """The sweeps that make the more-data table's runs: one per game and recipe, student sizes that differ only in
+    shape in the same sweep (``--layers net3=12:24 tiny=8:16``)."""
+    spec = spec or json.loads(MORE_DATA.read_text())
+    commands = []
+    for game, recipes in spec["recipes"].items():
+        groups: dict[tuple, list[str]] = {}
+        settings = {net: recipe_settings(recipe_for(recipes, net)) for net in spec["nets"]}
+        for net, s in settings.items():
+            groups.setdefault((s.get("total_steps"), s.get("tau"), s["beta"]), []).append(net)
+        for (steps, tau, beta), nets in groups.items():
+            layers = [f"{net}={settings[net]['layers']}" for net in nets if "layers" in settings[net]]
+            commands.append(
+                f"workbench --threads 1 sweep --teacher {game} --nets {' '.join(nets)} --losses {spec['loss']} "
+                f"--seeds {' '.join(map(str, seeds))} --total-steps {steps} --tau {tau:g}"
+                + ("" if beta == "1" else f" --betas {beta}") + (f" --layers {' '.join(layers)}" if layers else "")
+                + f" --out {out}/{game}")
+    return commands
 
 
 def more_data_table(spec: dict | None = None, results: pd.DataFrame | None = None,
