@@ -154,14 +154,16 @@ class LivePlot:
 
 
 class DistillForm:
-    """A form for one distillation run (teacher, student size, loss, tau, beta, steps, seed) with a live plot.
+    """A form for one distillation run (teacher, student size and shape, loss, tau, beta, steps, seed) with a live
+    plot. The shape field takes ``CONV:HIDDEN`` layer widths at the size's parameter count (``8:16``: one 8-channel
+    conv, 16 hidden units), or stays empty for the size preset's own shape.
 
     ``run()`` distils with the form's current values and returns the card; the **Distil** button does the same.
     """
 
     def __init__(self, teacher: str = "minatar-breakout", student_net: str = "net3", loss: str = "kl",
                  tau: float = 0.01, beta: str = "1", total_steps: int = 20_000, seed: int = 0,
-                 out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True):
+                 out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, layers: str = ""):
         import ipywidgets as W
 
         from .teachers import list_teachers
@@ -173,6 +175,8 @@ class DistillForm:
         self.teacher = W.Combobox(value=teacher, options=names, description="teacher", style=style)
         self.student_net = W.Dropdown(options=["net1", "net2", "net3", "tiny"], value=student_net,
                                       description="student size", style=style)
+        self.layers = W.Text(value=layers or "", placeholder="the size's own, or e.g. 8:16", description="shape",
+                             style=style)
         self.loss = W.ToggleButtons(options=["nll", "mse", "kl"], value=loss, description="loss", style=style)
         self.tau = W.FloatLogSlider(value=tau, base=10, min=-3, max=1, description="KL tau", style=style)
         self.beta = W.Dropdown(options=sorted({"1", "0", "linear:1:0", beta}), value=beta,
@@ -182,14 +186,14 @@ class DistillForm:
         self.button = W.Button(description="Distil", button_style="primary", icon="play")
         self.output = W.Output()
         self.button.on_click(lambda _: self._run_into_output())
-        self.widget = W.VBox([W.HBox([W.VBox([self.teacher, self.student_net, self.loss, self.tau]),
+        self.widget = W.VBox([W.HBox([W.VBox([self.teacher, self.student_net, self.layers, self.loss, self.tau]),
                                       W.VBox([self.beta, self.total_steps, self.seed, self.button])]), self.output])
         self.card, self.out = None, None
 
     def values(self) -> dict:
-        return {"teacher": self.teacher.value, "student_net": self.student_net.value, "loss": self.loss.value,
-                "tau": float(self.tau.value), "beta": self.beta.value, "total_steps": int(self.total_steps.value),
-                "seed": int(self.seed.value)}
+        return {"teacher": self.teacher.value, "student_net": self.student_net.value,
+                "layers": self.layers.value.strip() or None, "loss": self.loss.value, "tau": float(self.tau.value),
+                "beta": self.beta.value, "total_steps": int(self.total_steps.value), "seed": int(self.seed.value)}
 
     def _run_into_output(self) -> None:
         self.output.clear_output()
@@ -202,11 +206,14 @@ class DistillForm:
         from .distill.loop import distill, distill_config
 
         v = self.values()
-        self.out = Path(self.out_dir) / f"{v['student_net']}-{v['loss']}-s{v['seed']}"
-        config = distill_config(self.preset, v["teacher"], student_net=v["student_net"], loss=v["loss"], tau=v["tau"],
-                                beta=v["beta"], seed=v["seed"], total_steps=v["total_steps"],
-                                log_every=max(v["total_steps"] // 10, 1_000), eval_every=0, eval_episodes=10)
-        live = LivePlot(title=f"{v['student_net']} student, {v['loss']} loss", interactive=self.interactive)
+        shape = "" if v["layers"] is None else "@" + v["layers"].replace(":", "x").replace(",", "_")
+        self.out = Path(self.out_dir) / f"{v['student_net']}{shape}-{v['loss']}-s{v['seed']}"
+        config = distill_config(self.preset, v["teacher"], student_net=v["student_net"], student_layers=v["layers"],
+                                loss=v["loss"], tau=v["tau"], beta=v["beta"], seed=v["seed"],
+                                total_steps=v["total_steps"], log_every=max(v["total_steps"] // 10, 1_000),
+                                eval_every=0, eval_episodes=10)
+        live = LivePlot(title=f"{v['student_net']} student{' at ' + v['layers'] if v['layers'] else ''}, "
+                              f"{v['loss']} loss", interactive=self.interactive)
         self.card = distill(config, self.out, callback=live)
         if not self.interactive:
             live.static().show()
