@@ -318,6 +318,8 @@ def test_more_data_commands_are_sweeps_that_make_each_recipe():
     assert recipe_settings("800k steps, tau 1")["total_steps"] == 800_000
     with pytest.raises(ValueError, match=r"'EMA 0\.999' is not a part a sweep can make"):
         recipe_settings("1M steps, tau 1, EMA 0.999")
+    with pytest.raises(ValueError, match=r"'1M steps, DAgger \(linear:1:0\)' does not say its tau"):
+        recipe_settings("1M steps, DAgger (linear:1:0)")
 
     def parsed(spec):
         commands = [build_parser().parse_args(shlex.split(c)[1:]) for c in more_data_commands(spec, out="o")]

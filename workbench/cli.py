@@ -143,11 +143,10 @@ def cmd_distill_multitask(args) -> int:
 
 def cmd_sweep(args) -> int:
     _threads(args.threads)
-    from .sweep import sweep
-
     from .agents.common import parse_overrides
     from .distill.loop import DistillConfig
     from .nets import parse_layers
+    from .sweep import sweep
 
     overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema))
                  if v is not None}

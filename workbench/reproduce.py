@@ -356,6 +356,11 @@ def recipe_settings(recipe: str) -> dict:
         else:
             raise ValueError(f"recipe {recipe!r}: {part!r} is not a part a sweep can make (steps, tau, DAgger, "
                              f"layers); run it with workbench distill and its --set flags instead")
+    needed = {"total_steps": "env steps (e.g. 2M steps)", "tau": "tau"}
+    missing = [said for key, said in needed.items() if key not in settings]
+    if missing:
+        raise ValueError(f"recipe {recipe!r} does not say its {' or '.join(missing)}; name them as the other "
+                         f"recipes do")
     return settings
 
 
