@@ -239,6 +239,11 @@ def format_layers(spec: NetSpec) -> str:
     return ",".join(map(str, spec.conv)) + ":" + ",".join(map(str, spec.hidden))
 
 
+def size_tag(net: str, layers: str | None = None) -> str:
+    """A student size as run folders name it: 'tiny', or 'tiny@8x16' (':30,30' -> 'x30_30') with its own layers."""
+    return net if layers is None else f"{net}@{layers.replace(':', 'x').replace(',', '_')}"
+
+
 def spec_for_fraction(teacher: NetSpec, fraction: float) -> NetSpec:
     """The student of the teacher's family whose acting parameters come closest to ``fraction`` of its own.
 

@@ -373,7 +373,7 @@ def more_data_commands(spec: dict | None = None, seeds=(0, 1, 2), out: str = "ru
         groups: dict[tuple, list[str]] = {}
         settings = {net: recipe_settings(recipe_for(recipes, net)) for net in spec["nets"]}
         for net, s in settings.items():
-            groups.setdefault((s.get("total_steps"), s.get("tau"), s["beta"]), []).append(net)
+            groups.setdefault((s["total_steps"], s["tau"], s["beta"]), []).append(net)
         for (steps, tau, beta), nets in groups.items():
             layers = [f"{net}={settings[net]['layers']}" for net in nets if "layers" in settings[net]]
             commands.append(

@@ -16,12 +16,12 @@ import pandas as pd
 
 from .agents.common import BOOKKEEPING, saved_config
 from .distill.loop import distill, distill_config
-from .nets import NetSpec, format_layers
+from .nets import NetSpec, format_layers, size_tag
 from .runs import atomic_write_bytes
 
-CARD_FIELDS = ["teacher", "env_id", "student_net", "layers", "teacher_params", "student_params", "compression",
-               "loss", "tau", "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds",
-               "return_mean", "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
+CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
+               "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
+               "return_std", "teacher_return_mean", "pct_of_teacher", "agreement", "kl"]
 
 
 def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",), layers: dict | None = None) -> list[dict]:
@@ -36,8 +36,7 @@ def plan(teachers, nets, losses, seeds, out: str | Path, betas=("1",), layers: d
     for teacher, net, loss, beta, seed in itertools.product(teachers, nets, losses, betas, seeds):
         name = Path(teacher).name
         shape = layers.get(net)
-        tag = (f"{net}" + ("" if shape is None else f"@{shape.replace(':', 'x').replace(',', '_')}") + f"-{loss}"
-               + ("" if str(beta) == "1" else f"-b{str(beta).replace(':', '_')}"))
+        tag = f"{size_tag(net, shape)}-{loss}" + ("" if str(beta) == "1" else f"-b{str(beta).replace(':', '_')}")
         jobs.append({"teacher": str(teacher), "net": net, "layers": shape, "loss": loss, "beta": str(beta),
                      "seed": int(seed), "out": str(Path(out) / name / f"{tag}-s{seed}")})
     return jobs

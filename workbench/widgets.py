@@ -204,10 +204,10 @@ class DistillForm:
         from pathlib import Path
 
         from .distill.loop import distill, distill_config
+        from .nets import size_tag
 
         v = self.values()
-        shape = "" if v["layers"] is None else "@" + v["layers"].replace(":", "x").replace(",", "_")
-        self.out = Path(self.out_dir) / f"{v['student_net']}{shape}-{v['loss']}-s{v['seed']}"
+        self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['layers'])}-{v['loss']}-s{v['seed']}"
         config = distill_config(self.preset, v["teacher"], student_net=v["student_net"], student_layers=v["layers"],
                                 loss=v["loss"], tau=v["tau"], beta=v["beta"], seed=v["seed"],
                                 total_steps=v["total_steps"], log_every=max(v["total_steps"] // 10, 1_000),
