@@ -156,3 +156,21 @@ def test_report_html_draws_its_plots_offline(browser, tmp_path):
     assert n_figures >= 3  # live curves (static twins), the episode player's stand-in, the compression plot
     page.screenshot(path=str(ARTIFACTS / "tour_report.png"), full_page=True)
     page.close()
+
+
+def test_readme_figures_are_drawn_in_chromium_from_the_committed_tables(tmp_path):
+    """scripts/figures.py draws the README's two pictures (the notebook's plotly figures) in a real browser: each is
+    an image of the figure's size with the figure in it (net3's blue bars, the heatmap's reds), not a blank page."""
+    _ensure_chromium()
+    pytest.importorskip("playwright.sync_api")
+    from PIL import Image
+
+    r = subprocess.run([sys.executable, "scripts/figures.py", "--out", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    images = {name: Image.open(tmp_path / f"{name}.png").convert("RGB") for name in ("rusu_kl", "more_data_100ep")}
+    assert images["rusu_kl"].size == (760, 520) and images["more_data_100ep"].size == (1100, 560)
+    bar_colours = set(images["more_data_100ep"].getdata())
+    assert (0x1F, 0x77, 0xB4) in bar_colours and (0xFF, 0x7F, 0x0E) in bar_colours  # net3 and tiny bars
+    reds = [p for p in images["rusu_kl"].getdata() if p[0] > 100 and p[1] < 40 and p[2] < 40]
+    assert len(reds) > 5000  # the cells far under the teacher (Atari Breakout, Seaquest) fill whole blocks
