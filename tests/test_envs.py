@@ -67,3 +67,65 @@ def test_missing_family_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "minatar" else real(name, *a))
     with pytest.raises(EnvError, match="pip install minatar"):
         make_env("MinAtar/Breakout-v1")
+
+
+@pytest.mark.parametrize("bad,fix", [
+    ("ALE/Pong-v4", "ALE/Pong-v5"),
+    ("ALE/Breakout-v4", "ALE/Breakout-v5"),
+    ("PongNoFrameskip-v4", "ALE/Pong-v5"),
+    ("Breakout-v0", "ALE/Breakout-v5"),
+    ("ALE/Pong-ram-v5", "ALE/Pong-v5"),
+])
+def test_atari_ids_other_than_v5_are_refused_with_the_fix(bad, fix, monkeypatch):
+    # Refused before anything is built: a v4 id would otherwise run (and be recorded) as a v5 env.
+    import ale_py.vector_env
+
+    def built(*a, **k):
+        raise AssertionError("an env was built")
+
+    monkeypatch.setattr(ale_py.vector_env, "AtariVectorEnv", built)
+    with pytest.raises(ValueError, match=r"ALE/<Game>-v5") as err:
+        make_env(bad, 1, seed=0)
+    assert bad in str(err.value) and f"Use '{fix}'" in str(err.value)
+    assert "repeat_action_probability" in str(err.value)  # the settings a v5 env is recorded with
+
+
+def test_unknown_ids_name_the_three_supported_families():
+    for bad in ("CartPole-v0", "MinAtar/Breakout-v0", "Humanoid-v4"):
+        with pytest.raises(ValueError) as err:
+            make_env(bad)
+        msg = str(err.value)
+        assert bad in msg and "ALE/<Game>-v5" in msg and "MinAtar/<Game>-v1" in msg and "CartPole-v1" in msg
+
+
+def _rollout(reset, step, actions, seed):
+    obs, _ = reset(seed=seed)
+    seen, rewards = [obs], []
+    for a in actions:
+        obs, reward, term, trunc, _ = step(a)
+        if np.ndim(term) == 0 and (term or trunc):  # the vector env resets by itself (SAME_STEP)
+            obs, _ = reset()
+        seen.append(obs)
+        rewards.append(reward)
+    return np.array(seen), np.array(rewards)
+
+
+@pytest.mark.parametrize("env_id", ["MinAtar/Breakout-v1", "MinAtar/Asterix-v1"])
+def test_minatar_seeded_reset_repeats_the_episode_with_sticky_actions(env_id):
+    # MinAtar keeps its last action across reset(), and a sticky first step would repeat the previous episode's.
+    env, spec = make_single_env(env_id)
+    assert spec.settings["sticky_action_prob"] > 0
+    for seed in range(6):
+        actions = np.random.default_rng(seed).integers(0, spec.n_actions, 200)
+        first = _rollout(env.reset, lambda a: env.step(int(a)), actions, seed)
+        second = _rollout(env.reset, lambda a: env.step(int(a)), actions, seed)
+        assert len(np.unique(first[0], axis=0)) > 20  # the actions moved the game along
+        assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+
+    venv, spec = make_env(env_id, 4, seed=0)
+    for seed in range(6):
+        actions = np.random.default_rng(seed).integers(0, spec.n_actions, (200, 4))
+        first = _rollout(venv.reset, venv.step, actions, seed)
+        second = _rollout(venv.reset, venv.step, actions, seed)
+        assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    venv.close()

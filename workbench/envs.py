@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,15 +85,58 @@ def _supported() -> str:
     )
 
 
+def _rom_id(name: str) -> str:
+    # SpaceInvaders -> space_invaders, ale-py's ROM naming
+    return "".join("_" + ch.lower() if ch.isupper() and i else ch.lower() for i, ch in enumerate(name))
+
+
+def _ale_roms() -> set[str]:
+    if importlib.util.find_spec("ale_py") is None:
+        return set()
+    import ale_py
+
+    return set(ale_py.roms.get_all_rom_ids())
+
+
+_ALE_V5 = re.compile(r"ALE/([A-Za-z0-9]+)-v5")
+# gym's older Atari ids (Pong-v0, PongNoFrameskip-v4, Pong-ramDeterministic-v4, ALE/Pong-ram-v5, ALE/Pong-v4...)
+_ATARI_OTHER = re.compile(r"(?:ALE/)?([A-Z][A-Za-z0-9]*?)(-ram)?(NoFrameskip|Deterministic)?-v(\d+)")
+
+
+def _refuse_other_atari_ids(env_id: str) -> None:
+    """An EnvError for an Atari id that is not ALE/<Game>-v5: other versions differ in frame skip, sticky actions
+    and action set, and the workbench would build and record a v5-style env under the wrong name."""
+    m = _ATARI_OTHER.fullmatch(env_id)
+    if env_id.startswith("ALE/"):
+        game = m.group(1) if m else env_id.removeprefix("ALE/").split("-")[0]
+    elif m and (m.group(3) or _rom_id(m.group(1)) in _ale_roms()):
+        game = m.group(1)
+    else:
+        return
+    roms = _ale_roms()
+    if roms and _rom_id(game) not in roms:
+        fix = f"Use ALE/<Game>-v5 with a game whose ROM ships with ale-py (there is no {_rom_id(game)!r})."
+    else:
+        fix = f"Use 'ALE/{game}-v5' instead of {env_id!r}."
+    ale_settings = ", ".join(f"{k}={v!r}" for k, v in ALE_DEFAULTS.items())
+    raise EnvError(
+        f"{env_id!r} is not an env id the workbench runs: it runs Atari games as ALE/<Game>-v5 only, through "
+        f"ale-py's vector env with the settings it records in every run ({ale_settings}); change those with "
+        f"settings, e.g. make_env('ALE/Pong-v5', repeat_action_probability=0.25). {fix} {_supported()}"
+    )
+
+
 def family_of(env_id: str) -> str:
     """'ale', 'minatar' or 'classic'; an EnvError that lists what is supported otherwise."""
-    if env_id.startswith("ALE/"):
+    if _ALE_V5.fullmatch(env_id):
         family, module, pip = "ale", "ale_py", "ale-py"
     elif env_id.startswith("MinAtar/"):
         family, module, pip = "minatar", "minatar", "minatar"
+        _minatar_game(env_id)
     elif env_id in CLASSIC:
         return "classic"
     else:
+        _refuse_other_atari_ids(env_id)
         raise EnvError(f"unknown env id {env_id!r}. {_supported()}")
     if importlib.util.find_spec(module) is None:
         raise EnvError(
@@ -113,17 +157,18 @@ def _settings(family: str, overrides: dict) -> dict:
 def _ale_game(env_id: str) -> str:
     import ale_py
 
-    name = env_id.removeprefix("ALE/").split("-v")[0]
-    # ALE/SpaceInvaders-v5 -> space_invaders
-    rom = "".join("_" + ch.lower() if ch.isupper() and i else ch.lower() for i, ch in enumerate(name))
+    rom = _rom_id(env_id.removeprefix("ALE/").split("-v")[0])
     if rom not in ale_py.roms.get_all_rom_ids():
         raise EnvError(f"no Atari ROM named {rom!r} (from {env_id!r}) ships with ale-py. {_supported()}")
     return rom
 
 
 def _minatar_game(env_id: str) -> str:
-    name = env_id.removeprefix("MinAtar/").split("-v")[0]
-    if name not in MINATAR_GAMES or not env_id.endswith("-v1"):
+    name, _, version = env_id.removeprefix("MinAtar/").partition("-v")
+    if name in MINATAR_GAMES and version != "1":
+        raise EnvError(f"{env_id!r}: the workbench runs MinAtar games as MinAtar/<Game>-v1 (the minimal action set); "
+                       f"use 'MinAtar/{name}-v1'. {_supported()}")
+    if name not in MINATAR_GAMES:
         raise EnvError(f"unknown MinAtar env {env_id!r}. {_supported()}")
     return name
 
@@ -136,7 +181,10 @@ def _register_minatar() -> None:
 
 
 class MinAtarObs(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """(10, 10, C) bool -> (C, 10, 10) uint8, the workbench's channels-first image convention."""
+    """(10, 10, C) bool -> (C, 10, 10) uint8, the workbench's channels-first image convention.
+
+    A seeded reset also clears MinAtar's sticky-action memory, so that the seed alone fixes the episode.
+    """
 
     def __init__(self, env: gym.Env):
         gym.utils.RecordConstructorArgs.__init__(self)
@@ -148,6 +196,11 @@ class MinAtarObs(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         if seed is not None:
             # MinAtar's BaseEnv seeds its game but never gymnasium's own generator; set it so seeding is checkable.
             self.unwrapped._np_random, _ = gym.utils.seeding.np_random(seed)
+            # MinAtar's Environment keeps last_action across reset(), and a sticky step repeats it: without this a
+            # second reset(seed=s) in one process replays the previous episode's last action, not the first
+            # episode's. 0 is the value Environment.__init__ gives it, so a fresh env's first episode is unchanged.
+            # Unseeded resets (autoreset between episodes) keep MinAtar's own behaviour.
+            self.unwrapped.game.last_action = 0
         return super().reset(seed=seed, options=options)
 
     def observation(self, obs):
