@@ -29,8 +29,10 @@ bench: $(STAMP)
 doctor: $(STAMP)
 	$(VENV)/bin/workbench doctor
 
+# 127.0.0.1 only, with JupyterLab's token (open the URL it prints); --allow-root only when run as root (containers).
+LAB_PORT ?= 8888
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/
 
 clean:
 	rm -rf $(VENV) runs reports .pytest_cache
