@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from workbench.evaluate import evaluate
+from workbench.results import replace_rows
 from workbench.runs import Run, atomic_write_bytes, load_policy
 
 CSV = Path(__file__).resolve().parents[1] / "data" / "results" / "breakout_fire_probe.csv"
@@ -54,7 +55,7 @@ def main(runs: list[str]) -> int:
     teacher = table[table["student_net"] == "teacher"].iloc[0]
     for run_dir in runs:
         new = row(run_dir.rstrip("/"), teacher)
-        table = pd.concat([table[table["run"] != new["run"]], pd.DataFrame([new])], ignore_index=True)
+        table = replace_rows(table, pd.DataFrame([new]), ["run"])
         print({k: round(v, 1) if isinstance(v, float) else v for k, v in new.items()})
     atomic_write_bytes(CSV, table.to_csv(index=False).encode())
     return 0

@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 def figures() -> dict:
     """name -> plotly figure, from the committed CSVs."""
     from workbench import plots
-    from workbench.reproduce import long_eval_table, rusu_table
+    from workbench.results import long_eval_table, rusu_table
 
     results = pd.read_csv(ROOT / "data/results/rusu_results.csv", dtype={"beta": str})
     kl = rusu_table(results[results["loss"] == "kl"], preset="demo")

@@ -24,8 +24,9 @@ import sys
 
 import pandas as pd
 
-from workbench.reproduce import (LONG_EVALS, MORE_DATA, PROBES, add_probe_rows, long_eval_table,
-                                 long_evaluation_rows, more_data_commands, more_data_table, weight_average_pairs)
+from workbench.reproduce import long_evaluation_rows
+from workbench.results import (LONG_EVALS, MORE_DATA, PROBES, add_probe_rows, long_eval_table, more_data_commands,
+                               more_data_table, weight_average_pairs)
 from workbench.runs import atomic_write_bytes
 
 TABLE = MORE_DATA.parent / "more_data_table.csv"

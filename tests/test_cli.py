@@ -51,7 +51,7 @@ def test_train_set_overrides_any_config_field_and_the_run_records_it(tmp_path, c
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {m["charts/learning_rate"] for m in metrics} == {0.001}  # no annealing
     for bad, says in ((["--set", "lr"], "FIELD=VALUE"), (["--set", "nope=1"], "FIELD one of"),
-                      (["--set", "n_steps=6.5"], "n_steps takes a int"), (["--set", "seed=3"], "FIELD one of")):
+                      (["--set", "n_steps=6.5"], "n_steps takes a whole number"), (["--set", "seed=3"], "FIELD one of")):
         assert main(["train", "--env", "CartPole-v1", "--preset", "smoke", "--out", str(tmp_path / "x"), *bad]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -70,8 +70,9 @@ def test_distill_set_overrides_the_fields_without_a_flag_of_their_own(tmp_path, 
                for out in ("plain", "set")}
     assert updates["set"] == 2 * updates["plain"] > 0  # the smoke preset's one update a step, doubled
     capsys.readouterr()
-    for bad, says in ((["--set", "lr=fast"], "lr takes a float"), (["--set", "tau=1"], "FIELD one of"),
-                      (["--set", "batch_size=0.5"], "batch_size takes a int")):
+    for bad, says in ((["--set", "lr=fast"], "lr takes a number"), (["--set", "teacher=x"], "FIELD one of"),
+                      (["--tau", "1", "--set", "tau=2"], "tau given twice"),
+                      (["--set", "batch_size=0.5"], "batch_size takes a whole number")):
         assert run("bad", *bad) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

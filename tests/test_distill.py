@@ -58,7 +58,7 @@ def test_student_driven_collection_lets_the_student_act(tmp_run):
 def test_beta_schedules():
     assert beta_schedule("1")(0.5) == 1.0
     assert beta_schedule("linear:1:0")(0.25) == 0.75
-    with pytest.raises(ValueError, match="beta must"):
+    with pytest.raises(ValueError, match=r"beta \(--beta\) must"):
         beta_schedule("sometimes")
     with pytest.raises(ValueError, match="within"):
         beta_schedule("2")
@@ -156,8 +156,10 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     assert main(args + ["--tau", "1"]) == 0
     results = pd.read_csv(tmp_path / "results.csv")
     assert results.tau.tolist() == [1.0] and results.ema.tolist() == [0.0]
+    # Without --tau the teacher's default applies: 1 for this PPO teacher, so the finished run is this recipe's.
+    assert main(args) == 0
     # A finished run at tau 1 is not a tau 0.01 result: the sweep says so instead of skipping it.
-    assert main(args) == 2
+    assert main(args + ["--tau", "0.01"]) == 2
     assert re.search(r"tau 1\.0.*tau 0\.01.*own --out", capsys.readouterr().err)
     # Nor is a run that saw another number of env steps (the folder name does not carry it either).
     steps = pd.read_csv(tmp_path / "results.csv").env_steps.item()
@@ -279,7 +281,7 @@ def test_averaged_student_is_saved_checkpointed_and_resumed(tmp_run):
     rows = [json.loads(l) for l in (tmp_run / "metrics.jsonl").read_text().splitlines()]
     assert all("heldout/agreement_unaveraged" in r for r in rows)
 
-    from workbench.reproduce import weight_average_pairs
+    from workbench.results import weight_average_pairs
     from workbench.teachers import TEACHERS_DIR
 
     pair = weight_average_pairs([tmp_run]).iloc[0]
@@ -294,7 +296,7 @@ def test_weight_average_is_off_by_default_and_checked(tmp_path):
     card = distill(distill_config("smoke", TEACHER, student_net="tiny"), tmp_path / "plain", progress_bar=False)
     assert card["ema"] == 0.0 and "unaveraged" not in card
     for bad in (1.5, -0.1):
-        with pytest.raises(ValueError, match=r"ema \(the weight-average decay\) must be in \(0, 1\).*0 turns"):
+        with pytest.raises(ValueError, match=r"ema \(--ema\) must be in \(0, 1\).*0 turns"):
             distill(distill_config("smoke", TEACHER, ema=bad), tmp_path / "bad", progress_bar=False)
         assert not (tmp_path / "bad").exists()
 
@@ -312,5 +314,5 @@ def test_a_run_written_before_a_config_field_existed_resumes(tmp_run):
     del saved["ema"]  # as the runs written before the weight average have it
     (tmp_run / "config.json").write_text(json.dumps(saved))
     assert distill(config, tmp_run, resume=True, progress_bar=False)["env_steps"] == 2_048
-    with pytest.raises(ValueError, match=r"different config .*\['ema'\]"):
+    with pytest.raises(ValueError, match=r"another recipe.*another ema"):
         distill(dataclasses_replace(config, ema=0.99, total_steps=4_096), tmp_run, resume=True, progress_bar=False)

@@ -1,13 +1,14 @@
 """Real-time distillation (Sun & Fazli) and multi-task distillation (Rusu's Multi-Dist), end to end at smoke scale."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from workbench.cli import main
-from workbench.distill.loop import load_teacher, teacher_states
+from workbench.distill.engine import load_teacher, teacher_states
 from workbench.distill.multitask import (build_student, distill_multitask, load_multitask, multitask_config,
                                          save_multitask, width_for_share)
 from workbench.distill.realtime import RealtimeConfig, StateMemory, realtime_distill, speedup_table
@@ -15,6 +16,7 @@ from workbench.envs import make_env
 from workbench.evaluate import agreement, evaluate, geometric_mean_pct
 from workbench.nets import build, preset_spec
 from workbench.runs import CheckpointError
+from workbench.teachers import TEACHERS_DIR
 from workbench.trace import record_trace
 
 
@@ -93,7 +95,7 @@ def test_state_memory_keeps_the_newest_states_with_their_labels():
 
 
 def test_realtime_rejects_an_unknown_algorithm_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="unknown teacher algorithm 'a2c'"):
+    with pytest.raises(ValueError, match="algo \\(--algo\\) must be one of ppo, dqn, got 'a2c'"):
         realtime_distill(RealtimeConfig(env_id="CartPole-v1", algo="a2c"), tmp_path / "x", progress_bar=False)
     assert not (tmp_path / "x").exists()
 
@@ -169,9 +171,13 @@ def test_the_player_works_on_any_game_of_a_multitask_student(multitask_run, seco
 def test_multitask_refuses_teachers_that_cannot_share_a_student(tmp_path):
     with pytest.raises(ValueError, match="one observation family"):
         distill_multitask(multitask_config("smoke", ["minatar-breakout", "cartpole"]), tmp_path / "a", progress_bar=False)
+    with pytest.raises(ValueError, match="names a teacher twice"):
+        multitask_config("smoke", ["minatar-breakout", "minatar-breakout"])
+    shutil.copytree(TEACHERS_DIR / "minatar-breakout", tmp_path / "copy")
     with pytest.raises(ValueError, match="same game"):
-        distill_multitask(multitask_config("smoke", ["minatar-breakout", "minatar-breakout"]), tmp_path / "b",
+        distill_multitask(multitask_config("smoke", ["minatar-breakout", str(tmp_path / "copy")]), tmp_path / "b",
                           progress_bar=False)
+    assert not (tmp_path / "b").exists()
 
 
 def test_realtime_hangs_students_on_a_dqn_teacher_too(tmp_path):
@@ -188,13 +194,14 @@ def test_multitask_resumes_from_its_checkpoint(tmp_path, second_teacher):
     teachers = ["minatar-breakout", second_teacher]
     distill_multitask(multitask_config("smoke", teachers, steps_per_game=256), tmp_path, progress_bar=False)
     first = json.loads((tmp_path / "checkpoint.json").read_text())
-    # The second segment through the CLI, with the memory and update rate overridden from the command line.
+    # Another recipe is refused by name and changes nothing; the same recipe goes on to more steps per game.
+    before = (tmp_path / "metrics.jsonl").read_text()
     assert main(["distill-multitask", "--teachers", *teachers, "--preset", "smoke", "--steps-per-game", "512",
-                 "--memory-per-game", "800", "--updates-per-step", "2", "--out", str(tmp_path), "--resume",
-                 "--quiet"]) == 0
+                 "--memory-per-game", "800", "--out", str(tmp_path), "--resume", "--quiet"]) == 2
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert main(["distill-multitask", "--teachers", *teachers, "--preset", "smoke", "--steps-per-game", "512",
+                 "--out", str(tmp_path), "--resume", "--quiet"]) == 0
     card = json.loads((tmp_path / "card.json").read_text())
-    saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["memory_per_game"] == 800 and saved["updates_per_step"] == 2.0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     resumed = [r for r in rows if r["segment"] == 1]
     # It went on from the checkpoint's step and update count instead of starting over.

@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 
 from workbench.cli import main
-from workbench.reproduce import CONFIG, RUSU_GEOMEAN, commit_results, load_config, reproduce, rusu_table, wide
+from workbench.reproduce import CONFIG, load_config, reproduce
+from workbench.results import RESULTS, RUSU_GEOMEAN, commit_results, rusu_table, wide
 from workbench.teachers import TEACHERS_DIR
-
-RESULTS = Path(CONFIG).parent / "rusu_results.csv"
 
 
 def test_config_covers_every_shipped_teacher_and_rusus_sizes():
@@ -143,7 +142,7 @@ def test_probe_rows_come_from_finished_student_runs_and_replace_the_same_run(tmp
     import sys
 
     from workbench.distill.loop import distill, distill_config
-    from workbench.reproduce import PROBE_COLUMNS, PROBES, add_probe_rows
+    from workbench.results import PROBE_COLUMNS, PROBES, add_probe_rows
 
     runs = [tmp_path / f"tiny-s{s}" for s in (0, 1)]
     cards = [distill(distill_config("smoke", "cartpole", student_net="tiny", loss="kl", seed=s), out, progress_bar=False)
@@ -183,41 +182,59 @@ def test_probe_rows_come_from_finished_student_runs_and_replace_the_same_run(tmp
     assert done.returncode == 2 and "not a distilled student" in done.stderr and PROBES.read_bytes() == committed
 
 
-def test_more_data_table_takes_each_game_at_its_own_recipe():
-    from workbench.reproduce import TABLE_RECIPE, more_data_table
+TABLE = {"label": "100k steps, tau 0.01 (the table)", "env_steps": 100_000, "tau": 0.01, "beta": "1",
+         "runs_in": "rusu_results.csv"}
 
-    # The last two runs are not the table's recipe (tau 0.01, teacher-driven): they stay out of it.
-    results = pd.DataFrame({"teacher": ["a"] * 6, "loss": ["kl", "kl", "kl", "mse", "kl", "kl"],
-                            "seed": [0, 1, 0, 0, 2, 2], "student_net": ["net3", "net3", "tiny", "tiny", "net3", "net3"],
-                            "pct_of_teacher": [100.0, 90.0, 80.0, 1.0, 7.0, 7.0], "env_steps": [100_000] * 6,
-                            "tau": [0.01] * 4 + [1.0, 0.01], "beta": ["1"] * 5 + ["linear:1:0"]})
+
+def test_more_data_table_takes_each_game_at_its_own_recipe():
+    from workbench.results import more_data_table
+
+    # The last three runs are not the table's recipe (100k steps, tau 0.01, teacher-driven): they stay out of it.
+    results = pd.DataFrame({"teacher": ["a"] * 7, "loss": ["kl", "kl", "kl", "mse", "kl", "kl", "kl"],
+                            "seed": [0, 1, 0, 0, 2, 2, 2],
+                            "student_net": ["net3", "net3", "tiny", "tiny", "net3", "net3", "net3"],
+                            "pct_of_teacher": [100.0, 90.0, 80.0, 1.0, 7.0, 7.0, 7.0],
+                            "env_steps": [100_000] * 6 + [400_000], "tau": [0.01] * 4 + [1.0, 0.01, 0.01],
+                            "beta": ["1"] * 5 + ["linear:1:0", "1"]})
     probes = pd.DataFrame({"recipe": ["r", "r", "r", "other"], "teacher": ["b"] * 4, "loss": ["kl"] * 4,
                            "student_net": ["net3", "tiny", "tiny", "net3"], "seed": [0, 0, 1, 1],
-                           "pct_of_teacher": [50.0, 60.0, 70.0, 500.0], "env_steps": [1_000_000] * 4})
-    spec = {"loss": "kl", "nets": ["net3", "tiny"], "recipes": {"a": "table", "b": "r"}, "without": ["b"]}
+                           "pct_of_teacher": [50.0, 60.0, 70.0, 500.0], "env_steps": [1_000_000] * 4,
+                           "tau": [1.0] * 4, "beta": ["1"] * 4})
+    probe = {"env_steps": 1_000_000, "tau": 1.0, "beta": "1", "runs_in": "data_tau_probe.csv"}
+    spec = {"loss": "kl", "nets": ["net3", "tiny"], "without": ["b"],
+            "recipes": {"table": TABLE, "r": {"label": "r", **probe}, "other": {"label": "other", **probe}},
+            "games": {"a": "table", "b": "r"}}
     t = more_data_table(spec, results, probes).set_index("game")
-    assert t.loc["a", "recipe"] == TABLE_RECIPE and t.loc["b", "recipe"] == "r"
+    assert t.loc["a", "recipe"] == TABLE["label"] and t.loc["b", "recipe"] == "r"
     assert (t.loc["a", "net3"], t.loc["a", "net3_seeds"], t.loc["a", "tiny"]) == (95.0, 2, 80.0)
     assert (t.loc["b", "net3"], t.loc["b", "tiny"], t.loc["b", "tiny_seeds"], t.loc["b", "env_steps"]) == \
         (50.0, 65.0, 2, 1_000_000)
     assert t.loc["geometric mean", "net3"] == pytest.approx(math.sqrt(95 * 50), abs=0.05)
     assert t.loc["geometric mean", "tiny"] == pytest.approx(math.sqrt(80 * 65), abs=0.05)
     assert (t.loc["geometric mean without b", "net3"], t.loc["geometric mean without b", "tiny"]) == (95.0, 80.0)
-    assert (t.loc["target (issue 5)", "net3"], t.loc["target (issue 5)", "tiny"]) == (100.0, 95.0)
+    assert (t.loc["target", "net3"], t.loc["target", "tiny"]) == (100.0, 95.0)
+    missing = {**spec, "recipes": {**spec["recipes"], "m": {"label": "missing", **probe}}, "games": {"b": "m"}}
     with pytest.raises(ValueError, match="no kl net3 runs of b under the recipe 'missing'.*scripts/probes.py add"):
-        more_data_table({**spec, "recipes": {"b": "missing"}}, results, probes)
+        more_data_table(missing, results, probes)
+    with pytest.raises(ValueError, match="b takes the recipe 'nowhere', which the spec's recipes do not define"):
+        more_data_table({**spec, "games": {"b": "nowhere"}}, results, probes)
+    # Runs under a recipe's label that were made otherwise than its fields say are refused, not tabled.
+    other_steps = {**spec, "recipes": {**spec["recipes"], "r": {"label": "r", **probe, "env_steps": 2_000_000}}}
+    with pytest.raises(ValueError, match="b net3 runs under 'r' in data_tau_probe.csv were not made with the recipe's "
+                                         "env_steps 2000000"):
+        more_data_table(other_steps, results, probes)
     # A size may take its own recipe (another shape, say): each size reads its rows, the label names both.
-    split = more_data_table({**spec, "recipes": {"b": {"net3": "other", "tiny": "r"}}}, results, probes)
+    split = more_data_table({**spec, "games": {"b": {"net3": "other", "tiny": "r"}}}, results, probes)
     split = split.set_index("game")
     assert split.loc["b", "recipe"] == "other (net3); r (tiny)"
     assert (split.loc["b", "net3"], split.loc["b", "net3_seeds"], split.loc["b", "tiny"]) == (500.0, 1, 65.0)
-    with pytest.raises(ValueError, match=r"names recipes for \['net3'\], not for tiny"):
-        more_data_table({**spec, "recipes": {"b": {"net3": "r"}}}, results, probes)
+    with pytest.raises(ValueError, match=r"names b's recipes for \['net3'\], not for tiny"):
+        more_data_table({**spec, "games": {"b": {"net3": "r"}}}, results, probes)
 
 
 def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_it():
     from workbench.plots import more_data_figure
-    from workbench.reproduce import more_data_table
+    from workbench.results import more_data_table
 
     committed = pd.read_csv(Path(CONFIG).parent / "more_data_table.csv",
                             dtype={"net3_seeds": "Int64", "tiny_seeds": "Int64", "env_steps": "Int64"})
@@ -232,12 +249,13 @@ def test_committed_more_data_table_matches_the_probe_file_and_its_figure_shows_i
 
 
 def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(tmp_path, monkeypatch):
-    import workbench.evaluate
+    import workbench.reproduce
     from workbench.distill.loop import distill, distill_config
-    from workbench.reproduce import long_eval_table, long_evaluation_rows
+    from workbench.reproduce import long_evaluation_rows
+    from workbench.results import long_eval_table
 
     played, meanwhile = [], []
-    real = workbench.evaluate.evaluate_teacher
+    real = workbench.reproduce.evaluate_teacher
 
     def teacher(*a, **k):  # counts the teacher's evaluations, and stands in for another call writing meanwhile
         played.append(a[3])
@@ -245,7 +263,7 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
             pd.concat([pd.read_csv(into), row]).to_csv(into, index=False)
         return real(*a, **k)
 
-    monkeypatch.setattr(workbench.evaluate, "evaluate_teacher", teacher)
+    monkeypatch.setattr(workbench.reproduce, "evaluate_teacher", teacher)
     runs = [tmp_path / f"tiny-s{s}" for s in (0, 1)]
     cards = [distill(distill_config("smoke", "cartpole", student_net="tiny", loss="kl", seed=s), out, progress_bar=False)
              for s, out in zip((0, 1), runs)]
@@ -271,14 +289,17 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
     assert played == [n, n + 4, n + 4], "a replaced teacher is played again"
     assert list(replayed[longest]["teacher_return_mean"]) == list(again[longest]["teacher_return_mean"])
     again.to_csv(into, index=False)
-    table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke", "other": "smoke"}},
+    smoke = {"smoke": {"label": "smoke", "env_steps": 2_000, "tau": 0.01, "beta": "1"}}
+    table = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": smoke,
+                             "games": {"cartpole": "smoke", "other": "smoke"}},
                             pd.read_csv(into), episodes=n).set_index("game")
     assert table.loc["cartpole", "tiny_seeds"] == 2
-    per_size = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": {"tiny": "smoke"}}},
+    per_size = long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": smoke,
+                                "games": {"cartpole": {"tiny": "smoke"}}},
                                pd.read_csv(into), episodes=n).set_index("game")
     assert per_size.loc["cartpole", "tiny"] == table.loc["cartpole", "tiny"]
     assert table.loc["cartpole", "tiny"] == pytest.approx(rows["pct_of_teacher"].mean(), abs=0.05)
-    assert "geometric mean, 1 of 2 games" in table.index and table.loc["target (issue 5)", "tiny"] == 95.0
+    assert "geometric mean, 1 of 2 games" in table.index and table.loc["target", "tiny"] == 95.0
     before = into.read_bytes()
     with pytest.raises(ValueError, match="episodes 0: give a positive number"):
         long_evaluation_rows(runs, "smoke", episodes=0, into=into)
@@ -287,12 +308,13 @@ def test_long_evaluations_replay_the_cards_episodes_and_play_each_teacher_once(t
         long_evaluation_rows(runs, "smoke", episodes=n, into=into)
     assert into.read_bytes() == before
     with pytest.raises(ValueError, match="no 99-episode evaluations.*probes.py evaluate"):
-        long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": {"cartpole": "smoke"}}, pd.read_csv(into), 99)
+        long_eval_table({"loss": "kl", "nets": ["tiny"], "recipes": smoke, "games": {"cartpole": "smoke"}},
+                        pd.read_csv(into), 99)
 
 
 def test_committed_100_episode_table_matches_the_long_evaluations():
     from workbench.plots import more_data_figure
-    from workbench.reproduce import LONG_EVALS, long_eval_table
+    from workbench.results import LONG_EVALS, long_eval_table
 
     committed = pd.read_csv(LONG_EVALS.with_name("more_data_table_100ep.csv"),
                             dtype={"net3_seeds": "Int64", "tiny_seeds": "Int64", "episodes": "Int64"})
@@ -310,16 +332,7 @@ def test_more_data_commands_are_sweeps_that_make_each_recipe():
     import shlex
 
     from workbench.cli import build_parser
-    from workbench.reproduce import MORE_DATA, more_data_commands, recipe_for, recipe_settings
-
-    assert recipe_settings("table") == {"beta": "1", "total_steps": 100_000, "tau": 0.01}
-    assert recipe_settings("2M steps, tau 1, DAgger (linear:1:0), layers 8,8:26") == \
-        {"beta": "linear:1:0", "total_steps": 2_000_000, "tau": 1.0, "layers": "8,8:26"}
-    assert recipe_settings("800k steps, tau 1")["total_steps"] == 800_000
-    with pytest.raises(ValueError, match=r"'EMA 0\.999' is not a part a sweep can make"):
-        recipe_settings("1M steps, tau 1, EMA 0.999")
-    with pytest.raises(ValueError, match=r"'1M steps, DAgger \(linear:1:0\)' does not say its tau"):
-        recipe_settings("1M steps, DAgger (linear:1:0)")
+    from workbench.results import MORE_DATA, more_data_commands, recipe_for
 
     def parsed(spec):
         commands = [build_parser().parse_args(shlex.split(c)[1:]) for c in more_data_commands(spec, out="o")]
@@ -333,18 +346,65 @@ def test_more_data_commands_are_sweeps_that_make_each_recipe():
             assert a.out == f"o/{a.teacher[0]}" and a.seeds == [0, 1, 2] and a.losses == [spec["loss"]]
         return commands, made
 
-    spec = {"loss": "kl", "nets": ["net3", "tiny"], "recipes": {
-        "a": "table", "b": {"net3": "2M steps, tau 1, DAgger (linear:1:0), layers 12:24",
-                            "tiny": "2M steps, tau 1, DAgger (linear:1:0), layers 8:16"},
-        "c": {"net3": "4M steps, tau 1", "tiny": "1M steps, tau 1, layers 8:16"}}}
+    def recipe(label, env_steps, beta="1", layers=None):
+        shape = {"layers": layers} if layers else {}
+        return {"label": label, "env_steps": env_steps, "tau": 1.0, "beta": beta} | shape
+
+    spec = {"loss": "kl", "nets": ["net3", "tiny"],
+            "recipes": {"table": TABLE,
+                        "dagger-12x24": recipe("2M steps, DAgger, 12:24", 2_000_000, "linear:1:0", "12:24"),
+                        "dagger-8x16": recipe("2M steps, DAgger, 8:16", 2_000_000, "linear:1:0", "8:16"),
+                        "4M": recipe("4M steps, tau 1", 4_000_000),
+                        "1M-8x16": recipe("1M steps, tau 1, layers 8:16", 1_000_000, layers="8:16")},
+            "games": {"a": "table", "b": {"net3": "dagger-12x24", "tiny": "dagger-8x16"},
+                      "c": {"net3": "4M", "tiny": "1M-8x16"}}}
     commands, made = parsed(spec)
     # sizes that differ only in shape share a sweep; another step count needs its own
     assert [(a.teacher, a.nets) for a in commands] == [(["a"], ["net3", "tiny"]), (["b"], ["net3", "tiny"]),
                                                         (["c"], ["net3"]), (["c"], ["tiny"])]
+    assert made[("a", "tiny")] == {"total_steps": 100_000, "tau": 0.01, "beta": "1"}
     assert made[("b", "net3")] == {"total_steps": 2_000_000, "tau": 1.0, "beta": "linear:1:0", "layers": "12:24"}
+    assert made[("c", "net3")] == {"total_steps": 4_000_000, "tau": 1.0, "beta": "1"}
     assert made[("c", "tiny")] == {"total_steps": 1_000_000, "tau": 1.0, "beta": "1", "layers": "8:16"}
-    # the committed table: every game and size is made at the recipe it reads
+    # A recipe says what a sweep makes, in fields: one it cannot make, or one left out, stops the commands.
+    for wrong, said in [({"ema": 0.999}, "ema is not a field a sweep can make"), ({"tau": None}, "tau None is not"),
+                        ({"beta": 0}, "beta 0 is not a string")]:
+        broken = {**spec, "recipes": {**spec["recipes"], "4M": {**spec["recipes"]["4M"], **wrong}}}
+        with pytest.raises(ValueError, match=f"recipe '4M': {said}"):
+            more_data_commands(broken)
+    no_tau = {k: v for k, v in spec["recipes"]["4M"].items() if k != "tau"}
+    with pytest.raises(ValueError, match="recipe '4M': it does not say its tau"):
+        more_data_commands({**spec, "recipes": {**spec["recipes"], "4M": no_tau}})
+    # the committed table: every game and size is made with the fields of the recipe it reads
     committed = json.loads(MORE_DATA.read_text())
     _, made = parsed(committed)
-    assert made == {(game, net): recipe_settings(recipe_for(recipes, net))
-                    for game, recipes in committed["recipes"].items() for net in committed["nets"]}
+    fields = {(game, net): recipe_for(committed, game, net) for game in committed["games"] for net in committed["nets"]}
+    assert made == {key: {"total_steps": r["env_steps"], "tau": r["tau"], "beta": r["beta"]}
+                    | ({"layers": r["layers"]} if "layers" in r else {}) for key, r in fields.items()}
+    assert made[("minatar-asterix", "net3")] == {"total_steps": 4_000_000, "tau": 1.0, "beta": "linear:1:0",
+                                                 "layers": "12:24"}
+
+
+def test_more_data_recipes_are_json_fields_and_their_labels_key_the_committed_rows():
+    from workbench.results import LONG_EVALS, PROBES, more_data_commands, more_data_spec
+
+    spec = more_data_spec()
+    # Changing a field changes the command: nothing is read back from the label.
+    fields = {**spec["recipes"]["400k-tau1"], "env_steps": 4_000_000}
+    moved = {**spec, "recipes": {**spec["recipes"], "400k-tau1": fields}}
+    assert "--total-steps 4000000 --tau 1 --out runs/more-data/minatar-breakout" in more_data_commands(moved)[1]
+    assert fields["label"] == "400k steps, tau 1" and "--total-steps 400000 " in more_data_commands(spec)[1]
+    # A recipe is defined once and its label is the key of its rows in the committed CSVs.
+    labels = set(pd.read_csv(PROBES)["recipe"]) | set(pd.read_csv(LONG_EVALS)["recipe"])
+    assert {r["label"] for r in spec["recipes"].values()} <= labels
+
+
+def test_results_and_plots_import_no_training_code():
+    import subprocess
+    import sys
+
+    check = ("import sys, workbench.results, workbench.plots; "
+             "loaded = sorted(m for m in sys.modules if m.startswith(('workbench.distill', 'workbench.agents', "
+             "'workbench.sweep', 'workbench.reproduce'))); print(loaded); assert not loaded")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workbench import plots
-from workbench.distill.loop import load_teacher
+from workbench.distill.engine import load_teacher
 from workbench.envs import make_env
 from workbench.nets import build, make_spec, preset_spec
 from workbench.runs import CheckpointError

@@ -56,7 +56,7 @@ def test_interrupted_training_resumes_and_keeps_every_metric_line(algo, tmp_run)
     assert not (tmp_run / "card.json").exists() and (tmp_run / "checkpoint.json").exists()
     with pytest.raises(FileExistsError, match="--resume"):
         train(config, tmp_run, progress_bar=False)
-    with pytest.raises(ValueError, match=r"different config.*\['lr'\]"):
+    with pytest.raises(ValueError, match=r"another recipe.*another lr"):
         train(replace(config, lr=config.lr * 2), tmp_run, resume=True, progress_bar=False)
     # How often it checkpoints may change (a session about to end checkpoints more often); what it learns may not.
     card = train(replace(config, checkpoint_every=512), tmp_run, resume=True, progress_bar=False)

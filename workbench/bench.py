@@ -71,7 +71,7 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     torch loop that trains the same student on the same batches, pre-made as tensors, in the same process."""
     import torch
 
-    from .distill.loop import load_teacher, student_update
+    from .distill.engine import collect_step, load_teacher, student_update
     from .distill.losses import get_loss
     from .nets import build, preset_spec
 
@@ -81,15 +81,9 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     memory = ReplayMemory(20_000, spec.obs_shape, spec.obs_dtype, 8, 1,
                           extras={"teacher": ((spec.n_actions,), np.float32)})
     collector = Collector(envs, spec, memory, obs)
-    labels: dict = {}
-
-    def act(o):
-        with torch.no_grad():
-            labels["teacher"] = teacher.logits(o).numpy()
-        return labels["teacher"].argmax(-1)
-
+    rng_collect = np.random.default_rng(seed)
     for _ in range(1_000):
-        collector.step(act, lambda o: labels)
+        collect_step(collector, teacher, rng_collect, epsilon=0.0)
     envs.close()
     loss_fn = get_loss("kl", 0.01)
 

@@ -36,7 +36,7 @@ def cmd_doctor(args) -> int:
 
 def cmd_train(args) -> int:
     _threads(args.threads)
-    from .agents.common import parse_overrides
+    from .config import parse_overrides
 
     overrides = {"total_steps": args.total_steps, "n_envs": args.n_envs, "width": args.width}
     if args.algo == "ppo":
@@ -59,14 +59,20 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     _threads(args.threads)
     from .evaluate import evaluate
-    from .runs import Run, load_policy
+    from .runs import load_run_policy
+    from .teachers import teacher_path
 
     if not 0.0 <= args.epsilon <= 1.0:
         raise ValueError(f"--epsilon {args.epsilon} is not a probability; give a value in [0, 1] (0.05: Nature DQN)")
-    policy = load_policy(args.run)
-    run = Run(args.run)
-    settings = run.config.get("env_spec", {}).get("settings", {}) if run.file("config.json").exists() else {}
-    env_id = args.env or run.card["env_id"]
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: evaluate at least one episode (the cards use 30)")
+    policy, env_id, settings = load_run_policy(teacher_path(args.run))
+    if args.env and env_id and args.env != env_id:
+        raise ValueError(f"{args.run} is a policy for {env_id}, not {args.env}: its actions mean {env_id}'s buttons; "
+                         "leave out --env to evaluate it on its own game")
+    env_id = args.env or env_id
+    if env_id is None:
+        raise ValueError(f"nothing in {args.run} says which env it plays; give --env")
     result = evaluate(policy, env_id, args.episodes, args.seed, settings, epsilon=args.epsilon,
                       fire_after_life_loss=args.fire_after_life_loss)
     print(json.dumps({"run": str(args.run), "env_id": env_id, "params": policy.n_params, "seed": args.seed,
@@ -75,45 +81,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-# DistillConfig fields that `workbench distill` sets with flags of their own; --set takes the others.
-DISTILL_FLAGS = ("teacher", "preset", "student_net", "student_width", "student_family", "student_layers", "loss",
-                 "tau", "beta", "seed", "total_steps", "ema")
-
-
 def cmd_distill(args) -> int:
     _threads(args.threads)
-    from .agents.common import parse_overrides
+    from .config import parse_overrides, values
     from .distill.loop import DistillConfig, distill, distill_config
 
-    if args.width is not None and (args.preset_net or args.layers):
+    given = values(args, DistillConfig)
+    if "student_width" in given and ("student_net" in given or "student_layers" in given):
         raise ValueError("give a student size either as --preset-net (with --layers for its shape), --layers or "
                          "--width, not --width with the others")
-    extra = parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS)
-    student_net = args.preset_net if args.width is not None or args.layers else (args.preset_net or "net3")
-    config = distill_config(
-        args.preset, args.teacher, student_layers=args.layers, student_width=args.width, student_family=args.student,
-        loss=args.loss, tau=args.tau, beta=args.beta, seed=args.seed, total_steps=args.total_steps, ema=args.ema,
-        **extra)
-    # set after distill_config, which drops None overrides: a student sized by --width or --layers alone has no preset
+    extra = parse_overrides(DistillConfig, args.set, fixed=("teacher", "preset"))
+    twice = sorted(set(extra) & set(given))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice, as a flag and with --set; give each once")
+    # A student sized by --width or --layers alone has no size preset; otherwise Rusu's net3 (4%) by default.
+    student_net = given.pop("student_net", None if {"student_width", "student_layers"} & set(given) else "net3")
+    config = distill_config(given.pop("preset", "demo"), given.pop("teacher"), **given, **extra)
     config = dataclasses.replace(config, student_net=student_net)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
-                                            "agreement", "kl", "teacher_queries", "wall_seconds")}))
+                                            "pct_of_teacher_kind", "agreement", "kl", "teacher_queries",
+                                            "wall_seconds")}))
     return 0
 
 
 def cmd_distill_realtime(args) -> int:
     _threads(args.threads)
+    from .config import values
     from .distill.realtime import RealtimeConfig, realtime_distill, speedup_table
 
-    overrides = {k: v for k, v in dict(
-        teacher_steps=args.teacher_steps, updates_per_state=args.updates_per_state, distill_steps=args.distill_steps,
-        eval_points=args.eval_points, eval_episodes=args.eval_episodes,
-        final_eval_episodes=args.final_eval_episodes).items() if v is not None}
-    config = RealtimeConfig(env_id=args.env, algo=args.algo, preset=args.preset, students=tuple(args.student),
-                            loss=args.loss, tau=args.tau, recompute=args.recompute, sequential=not args.no_sequential,
-                            distill_preset=args.distill_preset or args.preset, seed=args.seed, **overrides)
+    config = RealtimeConfig(**values(args, RealtimeConfig))
     card = realtime_distill(config, args.out, progress_bar=not args.quiet)
     print(speedup_table(card).to_string(index=False))
     print(json.dumps({"teacher_return": card["teacher"]["return_mean"], "teacher_seconds": card["teacher"]["teacher_seconds"],
@@ -123,17 +121,16 @@ def cmd_distill_realtime(args) -> int:
 
 def cmd_distill_multitask(args) -> int:
     _threads(args.threads)
-    from .distill.multitask import distill_multitask, multitask_config, per_game_table, width_for_share
+    from .config import values
+    from .distill.multitask import MultitaskConfig, distill_multitask, multitask_config, per_game_table, width_for_share
 
+    given = values(args, MultitaskConfig)
     if args.student is not None:
-        if args.width is not None:
-            print("give --student (a share of the teachers' params) or --width, not both", file=sys.stderr)
-            return 2
-        args.width = width_for_share(args.teachers, args.student, args.head_units or 128)
-        print(f"--student {args.student}: trunk width {args.width}")
-    config = multitask_config(args.preset, args.teachers, width=args.width, head_units=args.head_units, loss=args.loss,
-                              tau=args.tau, seed=args.seed, steps_per_game=args.steps_per_game,
-                              memory_per_game=args.memory_per_game, updates_per_step=args.updates_per_step)
+        if "width" in given:
+            raise ValueError("give --student (a share of the teachers' params) or --width, not both")
+        given["width"] = width_for_share(given["teachers"], args.student, given.get("head_units", 128))
+        print(f"--student {args.student}: trunk width {given['width']}")
+    config = multitask_config(given.pop("preset", "demo"), given.pop("teachers"), **given)
     card = distill_multitask(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(per_game_table(card).to_string(index=False))
     print(json.dumps({k: card[k] for k in ("geomean_pct_of_teacher", "params", "teachers_params_sum", "compression",
@@ -141,16 +138,20 @@ def cmd_distill_multitask(args) -> int:
     return 0
 
 
+# DistillConfig fields that `workbench sweep` sets with flags of its own; --set takes the others.
+SWEEP_FLAGS = ("teacher", "preset", "student_net", "student_layers", "loss", "beta", "seed", "total_steps", "tau", "ema")
+
+
 def cmd_sweep(args) -> int:
     _threads(args.threads)
-    from .agents.common import parse_overrides
+    from .config import parse_overrides
     from .distill.loop import DistillConfig
     from .nets import parse_layers
     from .sweep import sweep
 
     overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema))
                  if v is not None}
-    overrides.update(parse_overrides(DistillConfig, args.set, fixed=DISTILL_FLAGS))
+    overrides.update(parse_overrides(DistillConfig, args.set, fixed=SWEEP_FLAGS))
     layers = {}
     for item in args.layers or []:
         net, sep, shape = item.partition("=")
@@ -168,7 +169,8 @@ def cmd_sweep(args) -> int:
 
 def cmd_reproduce(args) -> int:
     _threads(args.threads)
-    from .reproduce import commit_results, load_config, reproduce, wide
+    from .reproduce import load_config, reproduce
+    from .results import commit_results, wide
 
     if args.commit and (args.preset != "demo" or args.estimate):
         print(f"--commit: the committed table is the demo preset's; run a {args.preset} sweep without --commit",
@@ -246,6 +248,11 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import add_arguments
+    from .distill.loop import DistillConfig
+    from .distill.multitask import MultitaskConfig
+    from .distill.realtime import RealtimeConfig
+
     p = argparse.ArgumentParser(prog="workbench", description="Policy distillation workbench")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1; small nets gain little from more)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -283,74 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("distill", help="distil a teacher into a smaller student")
-    s.add_argument("--teacher", required=True, help="teacher run folder or shipped teacher name")
-    s.add_argument("--student", default=None, choices=("nature_cnn", "minatar_cnn", "mlp"),
-                   help="student network family (default: the teacher's)")
-    s.add_argument("--preset-net", default=None, choices=("teacher", "net1", "net2", "net3", "tiny"),
-                   help="student size as Rusu's share of the teacher (default net3, 4%%)")
-    s.add_argument("--width", type=float, default=None, help="student width multiplier instead of --preset-net")
-    s.add_argument("--layers", default=None, metavar="CONV:HIDDEN",
-                   help="the student's own layer widths, e.g. 8:16 (one 8-channel conv, 16 hidden units) or 8,8:26; "
-                        "with --preset-net they must come within 15%% of its parameters: another shape, same size")
-    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
-    s.add_argument("--tau", type=float, default=0.01,
-                   help="KL temperature on the teacher (Rusu: 0.01, for DQN Q-values; a PPO teacher's logits are "
-                        "its policy, and tau 1 copies a stochastic one better: data/results/asterix_tau_probe.csv)")
-    s.add_argument("--beta", default="1", help="share of steps the teacher acts: 1, 0, 0.5 or linear:1:0")
-    s.add_argument("--ema", type=float, default=None, help=EMA_HELP)
-    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--total-steps", type=int, default=None)
+    add_arguments(s, DistillConfig, required=("teacher",))
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override another field of the distillation config, e.g. --set lr=3e-4 --set "
-                        "updates_per_step=1 --set memory_size=200000 (repeatable; the run's config.json records it)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+                   help="set a field of the distillation config by name, e.g. --set lr=3e-4 (repeatable; the run's "
+                        "config.json records it)")
+    _run_flags(s)
     s.set_defaults(func=cmd_distill)
 
     s = sub.add_parser("distill-realtime", help="train a teacher while students distil from it (Sun & Fazli), "
                        "timed against train-then-distill")
-    s.add_argument("--env", required=True, help="ALE/<Game>-v5, MinAtar/<Game>-v1, CartPole-v1, Acrobot-v1")
-    s.add_argument("--algo", choices=ALGOS, default="ppo", help="the teacher's algorithm")
-    s.add_argument("--student", nargs="+", default=["net3", "tiny"], choices=("net1", "net2", "net3", "tiny"),
-                   help="student sizes, all in the same run (default: net3 = 4%%, tiny = 1.7%%)")
-    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo", help="the teacher's preset")
-    s.add_argument("--distill-preset", choices=("smoke", "demo", "full"), default=None,
-                   help="preset of the sequential baseline's distillation (default: --preset)")
-    s.add_argument("--teacher-steps", type=int, default=None, help="override the teacher's env steps")
-    s.add_argument("--distill-steps", type=int, default=None, help="override the baseline's env steps")
-    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
-    s.add_argument("--tau", type=float, default=0.01)
-    s.add_argument("--updates-per-state", type=float, default=None,
-                   help="student updates per state the teacher collects (default 1/128: replay ratio 2 at batch 256)")
-    s.add_argument("--recompute", action="store_true", help="relabel every student minibatch with the latest teacher")
-    s.add_argument("--no-sequential", action="store_true", help="skip the train-then-distill baseline")
-    s.add_argument("--eval-points", type=int, default=None)
-    s.add_argument("--eval-episodes", type=int, default=None)
-    s.add_argument("--final-eval-episodes", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
-    s.add_argument("--quiet", action="store_true")
+    add_arguments(s, RealtimeConfig, required=("env_id",))
+    s.add_argument("--out", required=True, help="run folder to write (a new or empty one)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_distill_realtime)
 
     s = sub.add_parser("distill-multitask", help="one student for several games, a head per game (Rusu's Multi-Dist)")
-    s.add_argument("--teachers", nargs="+", required=True, help="teacher run folders / shipped names, one per game")
+    add_arguments(s, MultitaskConfig, required=("teachers",))
     s.add_argument("--student", type=float, default=None, metavar="SHARE",
                    help="student size as a share of the teachers' summed params, e.g. 0.25 (picks the trunk width)")
-    s.add_argument("--width", type=float, default=None, help="shared trunk width (x the family's base net; default 1)")
-    s.add_argument("--head-units", type=int, default=None, help="hidden units of each game's head (Rusu: 128)")
-    s.add_argument("--loss", choices=("nll", "mse", "kl"), default="kl")
-    s.add_argument("--tau", type=float, default=0.01)
-    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
-    s.add_argument("--steps-per-game", type=int, default=None, help="override the preset's env steps per game")
-    s.add_argument("--memory-per-game", type=int, default=None, help="override the preset's replay memory per game")
-    s.add_argument("--updates-per-step", type=float, default=None,
-                   help="override the preset's updates per vector step, per game")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+    _run_flags(s)
     s.set_defaults(func=cmd_distill_multitask)
 
     s = sub.add_parser("sweep", help="students of several sizes x losses x seeds; results.csv + compression.html")
@@ -422,12 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--out", required=True, help="run folder to write (a new or empty one, or one to --resume)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (refused if it was made with another recipe)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only folder, permission: what failed, where, and the last good state
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"workbench {args.command}: error: cannot write{where}: {exc.strerror or exc}; free space or choose a "
+              "writable --out (a run's last checkpoint is left as it was: --resume continues it)", file=sys.stderr)
         return 2
 
 

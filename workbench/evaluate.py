@@ -45,6 +45,70 @@ class EvalResult:
         return out
 
 
+PCT_KINDS = {
+    "raw": "100 x student / teacher return (Rusu et al.; for teachers with a positive return)",
+    "random-normalised": "100 x (student - random) / (teacher - random), random = a uniformly random policy's return "
+                         "on the same seeds (for teachers whose return is not positive)",
+}
+
+
+def pct_of_teacher(student: float, teacher: float, random: float | None = None) -> tuple[float | None, str]:
+    """A student's return as % of its teacher's on the same seeds, and which definition gave it (``PCT_KINDS``).
+
+    Where the teacher's return is positive this is Rusu's ratio, 100 s / t: it ranks students by return, reads 0
+    for a student that scores nothing and may go negative (a Pong student losing 21-0). Where it is not (Acrobot's
+    returns are always negative) s / t ranks a worse student higher, so the figure is normalised by a uniformly
+    random policy's return r on the same seeds instead: 100 (s - r) / (t - r), 0 for random play, 100 for the
+    teacher's. It is None where the teacher plays no better than random, or r is not given."""
+    if teacher > 0:
+        return 100.0 * student / teacher, "raw"
+    if random is None or teacher <= random:
+        return None, "random-normalised"
+    return 100.0 * (student - random) / (teacher - random), "random-normalised"
+
+
+def threshold_return(fraction: float, teacher: float, random: float | None = None) -> float:
+    """The return at which a student keeps ``fraction`` of its teacher, by ``pct_of_teacher``'s definition: the
+    inverse of it, so that a target "95% of the teacher" never lies above a teacher whose return is negative."""
+    if teacher > 0:
+        return fraction * teacher
+    if random is None or teacher <= random:
+        raise ValueError(f"the teacher's return {teacher} is not above a random policy's ({random}): no share of it "
+                         "can be a target")
+    return random + fraction * (teacher - random)
+
+
+def check_fits(policy, spec, what: str = "the policy") -> None:
+    """Refuse to run ``policy`` on an env whose observation shape or action count differs from its own: a net for
+    another game would either crash inside torch or, worse, play with the wrong action meanings and report a score."""
+    net = getattr(policy, "spec", None)
+    if net is None:
+        return
+    if tuple(net.obs_shape) != tuple(spec.obs_shape) or int(net.n_actions) != int(spec.n_actions):
+        raise ValueError(
+            f"{what} is a network for observations {tuple(net.obs_shape)} with {net.n_actions} actions, but "
+            f"{spec.env_id} gives observations {tuple(spec.obs_shape)} with {spec.n_actions} actions; run it on the "
+            "game it was trained on (leave out --env), or give the run folder of a policy for this game")
+
+
+class RandomPolicy:
+    """Uniformly random actions from its own seeded generator: the floor of a random-normalised % of teacher."""
+
+    def __init__(self, n_actions: int, seed: int):
+        self.n_actions, self.rng = n_actions, np.random.default_rng(seed)
+
+    def eval(self) -> "RandomPolicy":
+        return self
+
+    def act(self, obs, greedy: bool = True, generator=None) -> torch.Tensor:
+        return torch.as_tensor(self.rng.integers(0, self.n_actions, len(obs)))
+
+
+def random_returns(env_id: str, n_actions: int, episodes: int, seed: int, settings: dict | None = None) -> "EvalResult":
+    """A uniformly random policy's returns on episodes ``seed .. seed + episodes - 1``."""
+    return evaluate(RandomPolicy(n_actions, seed), env_id, episodes, seed, settings, stall_steps=None)
+
+
 def geometric_mean_pct(pcts) -> float | None:
     """Geometric mean of "% of teacher" figures over games (Rusu's summary). Each is floored at 1% so that one
     game at zero does not zero the mean; missing values (None, NaN) are left out."""
@@ -70,6 +134,8 @@ def evaluate(
     and a FIRE action), as wrappers that end an episode at each lost life and fire on reset do. It measures how a
     policy plays once the ball is in, apart from whether it relaunches it; it is not the cards' protocol.
     """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a whole number of at least 1, got {episodes!r}")
     policy.eval()
     returns, lengths, stalled = [], [], 0
     watch = stall_steps is not None and greedy and epsilon == 0
@@ -81,6 +147,11 @@ def evaluate(
         n = min(max_parallel, episodes - start)
         venv, spec = make_env(env_id, n, seed=seed + start, **(settings or {}))
         # Vector envs seed copy k with seed + k, so episode start+k starts from env seed seed + start + k.
+        try:
+            check_fits(policy, spec)
+        except ValueError:
+            venv.close()
+            raise
         obs, info = venv.reset(seed=seed + start)
         if fire_after_life_loss:
             if "FIRE" not in spec.action_meanings or "lives" not in info:
@@ -145,25 +216,3 @@ def agreement(student, teacher, obs, tau: float = 1.0) -> dict:
     log_s = torch.log_softmax(s_BA, -1)
     kl_B = (log_t.exp() * (log_t - log_s)).sum(-1)
     return {"agreement": float((s_BA.argmax(-1) == t_BA.argmax(-1)).float().mean()), "kl": float(kl_B.mean())}
-
-
-@torch.no_grad()
-def confusion_on_heldout(student_run, n_states: int = 2_000, seed: int = 20_000, epsilon: float = 0.05):
-    """([A, A] counts of teacher action x student action, action names) on fresh teacher-driven states.
-
-    ``student_run`` is a distillation run folder; its config names the teacher.
-    """
-    from .distill.loop import load_teacher, teacher_states
-    from .runs import Run, load_policy
-    from .teachers import teacher_path
-    from .trace import confusion
-
-    student_run = teacher_path(student_run)
-    run = Run(student_run)
-    if "teacher" not in run.config:
-        raise ValueError(f"{student_run} is not a distillation run (its config names no teacher)")
-    teacher, _, spec = load_teacher(run.config["teacher"])
-    student = load_policy(student_run)
-    obs_N, t_NA = teacher_states(teacher, spec, n_states, seed, epsilon)
-    s_NA = student.logits(obs_N)
-    return confusion(t_NA.argmax(-1).numpy(), s_NA.argmax(-1).numpy(), spec.n_actions), list(spec.action_meanings)

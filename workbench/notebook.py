@@ -46,8 +46,17 @@ def show(view) -> None:
         display(view)
 
 
-def check_params(**params) -> None:
-    """Fail early, naming the parameter, when a notebook parameter has the wrong type (papermill -p KEY VALUE)."""
+def check_params(config=None, /, **params) -> None:
+    """Fail early, naming the parameter, when a notebook parameter (papermill -p KEY VALUE) is wrong.
+
+    ``check_params(DistillConfig, loss=loss, tau=tau)`` checks parameters that set fields of a config against the
+    config itself (type and choices: one source); ``check_params(out_dir=(out_dir, str))`` checks the notebook's own
+    parameters against the types given."""
+    if config is not None:
+        from .config import check_params as check_config
+
+        check_config(config, **params)
+        return
     for name, (value, kinds) in params.items():
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
         if float in kinds:

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from .results import wide
+
 # Rusu et al. 2016, geometric mean of student score as % of teacher over 10 Atari games (ANCHORS.md).
 RUSU_POINTS = pd.DataFrame({"net": ["net1", "net2", "net3"], "compression": [0.253, 0.0669, 0.0366],
                             "pct_of_teacher": [108.3, 101.7, 83.9]})
@@ -260,10 +262,8 @@ def multitask_figure(card: dict, title: str = "One student, many games: % of eac
 
 def rusu_heatmap(table: pd.DataFrame, title: str = "% of teacher per game and student size") -> go.Figure:
     """One panel per loss: games (and their geometric mean) x student sizes, coloured by % of teacher around 100;
-    Rusu et al.'s Dist-KL geometric means as the KL panel's last row. ``table``: ``reproduce.rusu_table``."""
+    Rusu et al.'s Dist-KL geometric means as the KL panel's last row. ``table``: ``results.rusu_table``."""
     from plotly.subplots import make_subplots
-
-    from .reproduce import wide
 
     losses = [lo for lo in ("kl", "nll", "mse") if lo in set(table["loss"])]
     share = table.groupby("student_net")["compression"].mean()
@@ -285,7 +285,7 @@ def rusu_heatmap(table: pd.DataFrame, title: str = "% of teacher per game and st
 
 def more_data_figure(table: pd.DataFrame, title: str = "Each game at the recipe that copies it: % of teacher") -> go.Figure:
     """Bars per game and student size, the geometric means beside them, and each size's target as a dashed line.
-    ``table``: ``reproduce.more_data_table``; each game's label carries its recipe, a bar's hover its seeds."""
+    ``table``: ``results.more_data_table``; each game's label carries its recipe, a bar's hover its seeds."""
     nets = [c for c in table.columns if f"{c}_seeds" in table.columns]
     rows = table[~table["game"].str.startswith("target")]
     targets = table[table["game"].str.startswith("target")]

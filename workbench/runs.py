@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 
 
+def read_json(path: str | Path) -> dict:
+    """A run folder's JSON file; a missing or unreadable one fails naming the file and what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {path.parent} a workbench run folder?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON (cut short by a crash or an edit? {exc}); restore it from a copy, "
+                         "or delete the run folder and run again") from None
+
+
 def _json_default(o):
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
@@ -75,7 +88,12 @@ def _atomic_save_arrays(path: Path, arrays: dict[str, np.ndarray], metadata: dic
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        np_save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
+        try:
+            np_save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
+        except SafetensorError as exc:  # safetensors reports a full disk as its own error: make it the OSError it is
+            code = re.search(r"os error (\d+)", str(exc))
+            errno_ = int(code.group(1)) if code else 5
+            raise OSError(errno_, os.strerror(errno_), str(path)) from exc
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -151,6 +169,25 @@ def policy_meta(path: str | Path) -> dict:
     return json.loads(meta.get("meta", "{}"))
 
 
+def load_run_policy(path: str | Path) -> tuple[Policy, str | None, dict]:
+    """(policy, env id, env settings) of a run folder: the env its config.json (or card) records, checked against
+    the env its model was saved for, so that a model of another game left in the folder is refused by name."""
+    folder = Path(path)
+    policy = load_policy(folder)
+    recorded = policy_meta(folder).get("env_id")
+    if not folder.is_dir():
+        return policy, recorded, {}
+    config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    env_id = config.get("env_spec", {}).get("env_id") or config.get("env_id")
+    if env_id is None and (folder / "card.json").exists():
+        env_id = read_json(folder / "card.json").get("env_id")
+    if recorded and env_id and recorded != env_id:
+        raise CheckpointError(f"{folder}/model.safetensors is a policy for {recorded}, but the run folder records "
+                              f"{env_id}: a model of another run was put in this folder; put back this run's model "
+                              "or give the folder the model came from")
+    return policy, env_id or recorded, config.get("env_spec", {}).get("settings", {})
+
+
 # -- optimiser state as tensors (no pickles in resume checkpoints either) ----------------------------------
 def optimizer_arrays(opt: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict, dict]:
     sd = opt.state_dict()
@@ -199,10 +236,7 @@ class Run:
         atomic_write_json(self.file("config.json"), {**body, **extra})
 
     def read_json(self, name: str) -> dict:
-        p = self.file(name)
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: is {self.path} a workbench run folder?")
-        return json.loads(p.read_text())
+        return read_json(self.file(name))
 
     @property
     def config(self) -> dict:

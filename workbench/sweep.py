@@ -17,6 +17,7 @@ import pandas as pd
 from .agents.common import BOOKKEEPING, saved_config
 from .distill.loop import distill, distill_config
 from .nets import NetSpec, format_layers, size_tag
+from .plots import compression_figure, method_label
 from .runs import atomic_write_bytes
 
 CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
@@ -112,8 +113,6 @@ def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", 
                        | {"layers": format_layers(NetSpec.from_dict(c["net"])) if "net" in c else None, "run": j["out"]}
                        for c, j in zip(cards, jobs)])
     atomic_write_bytes(out / "results.csv", df.to_csv(index=False).encode())
-    from .plots import compression_figure
-
     fig = compression_figure(df)
     atomic_write_bytes(out / "compression.html", fig.to_html(include_plotlyjs=True, full_html=True).encode())
     return df
@@ -140,8 +139,6 @@ def _run_ray(jobs, preset, overrides, address, num_cpus):
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """% of teacher as 'mean (std)' per student size (rows, by compression) and loss/schedule (columns)."""
-    from .plots import method_label
-
     df = results.copy()
     df["method"] = [method_label(lo, be) for lo, be in zip(df["loss"], df.get("beta", ["1"] * len(df)))]
     g = df.groupby(["student_net", "compression", "method"])["pct_of_teacher"].agg(["mean", "std"]).reset_index()

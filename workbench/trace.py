@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .envs import EnvSpec, make_single_env
+from .evaluate import check_fits
 from .runs import atomic_write_bytes
 
 TRACE_FORMAT = "workbench-trace/1"
@@ -280,6 +281,7 @@ def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed:
         raise ValueError(f"driver must be 'teacher' or 'student', got {driver!r}")
     teacher, student = _as_policy(teacher), _as_policy(student)
     for name, p in (("teacher", teacher), ("student", student)):
+        check_fits(p, spec, f"the {name}")
         if p.n_actions != spec.n_actions:
             raise ValueError(f"the {name} has {p.n_actions} actions but {spec.env_id} has {spec.n_actions}; "
                              f"use a {name} trained on {spec.env_id}")

@@ -153,47 +153,80 @@ class LivePlot:
         return fig
 
 
+def config_widget(cls, name: str, value, style: dict, options: list | None = None):
+    """One form field for field ``name`` of config ``cls``: its type picks the widget, its choices the options, its
+    docstring the tooltip. An optional field is a text box whose empty value means None (the config's default)."""
+    import ipywidgets as W
+
+    from .config import _plain, choices, field_docs, hints
+
+    hint, optional = _plain(hints(cls)[name])
+    common = {"description": name.replace("_", " "), "tooltip": field_docs(cls).get(name, ""), "style": style}
+    opts = choices(hint)
+    if opts:
+        return W.Dropdown(options=list(opts), value=value, **common)
+    if options is not None:
+        return W.Combobox(value=str(value), options=options, **common)
+    if optional or hint is str:
+        return W.Text(value="" if value is None else str(value), placeholder="default" if optional else "", **common)
+    if hint is bool:
+        return W.Checkbox(value=bool(value), indent=False, **common)
+    return (W.IntText if hint is int else W.FloatText)(value=value, **common)
+
+
+def config_value(cls, name: str, widget):
+    """A form field's value as config field ``name`` takes it (text converted by the field's type)."""
+    from .config import _plain, convert, hints
+
+    hint, optional = _plain(hints(cls)[name])
+    value = widget.value
+    if isinstance(value, str):
+        value = value.strip()
+        if optional and not value:
+            return None
+        return convert(value, hint)
+    return value
+
+
 class DistillForm:
-    """A form for one distillation run (teacher, student size and shape, loss, tau, beta, steps, seed) with a live
-    plot. The shape field takes ``CONV:HIDDEN`` layer widths at the size's parameter count (``8:16``: one 8-channel
-    conv, 16 hidden units), or stays empty for the size preset's own shape.
+    """A form for one distillation run with a live plot, its fields read off ``DistillConfig`` (type, choices,
+    default, help): teacher, student size and shape (``CONV:HIDDEN`` layer widths at the size's parameter count, or
+    empty for the preset's own), loss, tau (empty: the teacher's default), beta, env steps and seed.
 
     ``run()`` distils with the form's current values and returns the card; the **Distil** button does the same.
     """
 
-    def __init__(self, teacher: str = "minatar-breakout", student_net: str = "net3", loss: str = "kl",
-                 tau: float = 0.01, beta: str = "1", total_steps: int = 20_000, seed: int = 0,
-                 out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, layers: str = ""):
+    FIELDS = ("teacher", "student_net", "student_layers", "loss", "tau", "beta", "total_steps", "seed")
+
+    def __init__(self, out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, **values):
         import ipywidgets as W
 
+        from .distill.loop import DistillConfig, distill_config
         from .teachers import list_teachers
 
+        unknown = set(values) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"DistillForm has no field(s) {sorted(unknown)}; its fields: {', '.join(self.FIELDS)}")
+        defaults = distill_config(preset, values.get("teacher", "minatar-breakout"))
+        start = {**{name: getattr(defaults, name) for name in self.FIELDS}, **values}
         shipped = list_teachers()
-        names = list(shipped["name"]) if len(shipped) else []
         self.preset, self.out_dir, self.interactive = preset, out_dir, interactive
         style = {"description_width": "110px"}
-        self.teacher = W.Combobox(value=teacher, options=names, description="teacher", style=style)
-        self.student_net = W.Dropdown(options=["net1", "net2", "net3", "tiny"], value=student_net,
-                                      description="student size", style=style)
-        self.layers = W.Text(value=layers or "", placeholder="the size's own, or e.g. 8:16", description="shape",
-                             style=style)
-        self.loss = W.ToggleButtons(options=["nll", "mse", "kl"], value=loss, description="loss", style=style)
-        self.tau = W.FloatLogSlider(value=tau, base=10, min=-3, max=1, description="KL tau", style=style)
-        self.beta = W.Dropdown(options=sorted({"1", "0", "linear:1:0", beta}), value=beta,
-                               description="beta (teacher acts)", style=style)
-        self.total_steps = W.IntText(value=total_steps, description="env steps", style=style)
-        self.seed = W.IntText(value=seed, description="seed", style=style)
+        self.fields = {name: config_widget(DistillConfig, name, start[name], style,
+                                           options=list(shipped["name"]) if name == "teacher" and len(shipped) else None)
+                       for name in self.FIELDS}
         self.button = W.Button(description="Distil", button_style="primary", icon="play")
         self.output = W.Output()
         self.button.on_click(lambda _: self._run_into_output())
-        self.widget = W.VBox([W.HBox([W.VBox([self.teacher, self.student_net, self.layers, self.loss, self.tau]),
-                                      W.VBox([self.beta, self.total_steps, self.seed, self.button])]), self.output])
+        boxes = list(self.fields.values())
+        half = (len(boxes) + 1) // 2
+        self.widget = W.VBox([W.HBox([W.VBox(boxes[:half]), W.VBox(boxes[half:] + [self.button])]), self.output])
         self.card, self.out = None, None
 
     def values(self) -> dict:
-        return {"teacher": self.teacher.value, "student_net": self.student_net.value,
-                "layers": self.layers.value.strip() or None, "loss": self.loss.value, "tau": float(self.tau.value),
-                "beta": self.beta.value, "total_steps": int(self.total_steps.value), "seed": int(self.seed.value)}
+        from .distill.loop import DistillConfig
+
+        return {name: config_value(DistillConfig, name, w) for name, w in self.fields.items()}
 
     def _run_into_output(self) -> None:
         self.output.clear_output()
@@ -207,13 +240,12 @@ class DistillForm:
         from .nets import size_tag
 
         v = self.values()
-        self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['layers'])}-{v['loss']}-s{v['seed']}"
-        config = distill_config(self.preset, v["teacher"], student_net=v["student_net"], student_layers=v["layers"],
-                                loss=v["loss"], tau=v["tau"], beta=v["beta"], seed=v["seed"],
-                                total_steps=v["total_steps"], log_every=max(v["total_steps"] // 10, 1_000),
-                                eval_every=0, eval_episodes=10)
-        live = LivePlot(title=f"{v['student_net']} student{' at ' + v['layers'] if v['layers'] else ''}, "
-                              f"{v['loss']} loss", interactive=self.interactive)
+        self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['student_layers'])}-{v['loss']}-s{v['seed']}"
+        config = distill_config(self.preset, **v, log_every=max(v["total_steps"] // 10, 1_000), eval_every=0,
+                                eval_episodes=10)
+        live = LivePlot(title=f"{v['student_net']} student"
+                              f"{' at ' + v['student_layers'] if v['student_layers'] else ''}, {v['loss']} loss",
+                        interactive=self.interactive)
         self.card = distill(config, self.out, callback=live)
         if not self.interactive:
             live.static().show()

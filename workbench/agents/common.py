@@ -15,73 +15,12 @@ from ..envs import EnvSpec
 from ..evaluate import evaluate
 from ..runs import Run, machine, save_policy
 
-PRESETS = ("smoke", "demo", "full")
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def with_preset(cls, preset: str, table: dict, family: str | None = None, fixed: dict | None = None, **overrides):
-    """Build config ``cls``: class defaults, then ``table[preset]`` (its ``[family]`` entry where given), then
-    ``fixed`` (identity fields such as env_id), then the non-None ``overrides``; unknown fields fail."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    bad = set(overrides) - fields
-    if bad:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(bad)}; fields: {sorted(fields)}")
-    entry = table[preset] if family is None else table[preset].get(family, {})
-    values = {**entry, **{k: v for k, v in overrides.items() if v is not None}}
-    return cls(preset=preset, **(fixed or {}), **values)
-
-
-def parse_overrides(cls, items: list[str] | None, fixed: tuple[str, ...] = ("env_id", "preset", "seed")) -> dict:
-    """``["lr=1e-3", "anneal_lr=false"]`` -> ``{"lr": 0.001, "anneal_lr": False}``, each value converted to the
-    type of ``cls``'s field; an unknown field, a ``fixed`` one (it has its own flag) or a value of the wrong type
-    fails with a message naming it."""
-    import typing
-
-    hints = {k: _settable(v) for k, v in typing.get_type_hints(cls).items() if k not in fixed}
-    hints = {k: v for k, v in hints.items() if v is not None}
-    out = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in hints:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(hints)}")
-        kind, text = hints[key], text.strip()
-        if kind is bool and text.lower() in ("true", "false"):
-            out[key] = text.lower() == "true"
-        elif kind is int and text.lstrip("-").isdigit():
-            out[key] = int(text)
-        elif kind is float and _is_float(text):
-            out[key] = float(text)
-        elif kind is str:
-            out[key] = text
-        else:
-            raise ValueError(f"--set {item!r}: {key} takes a {kind.__name__}, got {text!r}")
-    return out
-
-
-def _settable(hint) -> type | None:
-    """The plain type a ``--set`` value converts to: bool, int, float or str, also where the field may be None
-    (``lr: float | None``, None meaning "the default for this network"); None for any other field."""
-    import typing
-
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    kind = args[0] if len(args) == 1 and len(typing.get_args(hint)) == 2 else hint
-    return kind if kind in (bool, int, float, str) else None
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 class EpisodeTracker:
@@ -125,13 +64,25 @@ def finish_run(
     return card
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "model.safetensors", "card.json", "checkpoint.json",
+             "checkpoint.safetensors")
+
+
 def check_out(out: str | Path, resume: bool) -> Path:
-    """``out`` as a Path, if a run may be written there: never over a finished run, resume an interrupted one."""
+    """``out`` as a Path, if a run may be written there: a new or empty folder, or with ``resume`` one that holds
+    a run to go on with. A folder holding any earlier run, finished or not (or one killed before its first
+    checkpoint), is never written into without ``resume``: its metrics would be mixed with this run's."""
     out = Path(out)
-    if (out / "card.json").exists() and not resume:
-        raise FileExistsError(f"{out} already holds a finished run; choose another --out or delete it")
-    if (out / "checkpoint.json").exists() and not resume:
-        raise FileExistsError(f"{out} holds an interrupted run; continue it with --resume, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a run folder; choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume:
+        what = "a finished run" if "card.json" in found else "an earlier run that did not finish"
+        raise FileExistsError(f"{out} already holds {what} ({', '.join(found)}); continue it with --resume, or choose "
+                              "another --out (or delete the folder)")
+    if found and resume and "config.json" not in found:
+        raise FileExistsError(f"{out} holds run files ({', '.join(found)}) but no config.json, so nothing says how "
+                              "they were made and they cannot be resumed; choose another --out (or delete the folder)")
     return out
 
 
@@ -139,19 +90,23 @@ def check_out(out: str | Path, resume: bool) -> Path:
 BOOKKEEPING = ("checkpoint_every", "log_every")
 # What a resumed run may change: how far it goes, and its bookkeeping (a session that must stop soon checkpoints
 # more often); everything else would make the second half another run's.
-RESUMABLE = ("total_steps",) + BOOKKEEPING
+RESUMABLE = ("total_steps", "steps_per_game") + BOOKKEEPING
 
 
-def open_run(out: str | Path, config, spec: EnvSpec, resume: bool) -> Run:
+def open_run(out: str | Path, config, spec: EnvSpec | None, resume: bool, **extra) -> Run:
+    """The run folder for ``config``, after ``check_out``; a resumed run must have been made with the same config
+    (but for ``RESUMABLE`` fields), else it is refused by name. Writes config.json (with ``extra`` beside it)."""
     out = check_out(out, resume)
+    extra = {**({"env_spec": spec.to_dict()} if spec is not None else {}), **extra}
     run = Run(out)
     if resume and (out / "config.json").exists():
         saved = saved_config(run.config, config)
-        mine = {**dataclasses.asdict(config), "env_spec": spec.to_dict()}
+        mine = {**dataclasses.asdict(config), **extra}
         differ = {k for k in mine if k not in RESUMABLE and saved.get(k) != _jsonish(mine[k])}
         if differ:
-            raise ValueError(f"--resume with a different config than {out}/config.json: {sorted(differ)} differ")
-    run.write_config(config, env_spec=spec.to_dict())
+            raise ValueError(f"--resume of {out} with another recipe than its config.json records (another "
+                             f"{', '.join(sorted(differ))}); resume with the same settings, or give this run another --out")
+    run.write_config(config, **extra)
     return run
 
 

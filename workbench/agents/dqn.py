@@ -22,15 +22,15 @@ from ..envs import family_of, make_env
 from ..memory import ReplayMemory
 from ..nets import build, make_spec
 from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
-from .common import (finish_run, open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state,
-                     with_preset)
+from ..config import Preset, check, with_preset
+from .common import (finish_run, open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state)
 
 
 @dataclass(frozen=True)
 class DQNConfig:
     env_id: str = "MinAtar/Breakout-v1"
     """Env id (see workbench.envs)."""
-    preset: str = "demo"
+    preset: Preset = "demo"
     """Which preset filled the defaults: smoke, demo or full."""
     seed: int = 0
     """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
@@ -64,6 +64,12 @@ class DQNConfig:
     eval_episodes: int = 30
     eval_seed: int = 10_000
     env_settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check(self, positive=("total_steps", "n_envs", "buffer_size", "batch_size", "lr", "train_every",
+                            "target_every", "width", "log_every", "checkpoint_every", "eval_episodes"),
+              non_negative=("learning_starts", "seed", "eval_seed"),
+              probability=("gamma", "eps_start", "eps_end", "eps_fraction"))
 
 
 DQN_PRESETS = {

@@ -18,15 +18,16 @@ from torch import nn
 from ..envs import make_env
 from ..nets import build, make_spec
 from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
+from ..config import Preset, check, with_preset
 from .common import (EpisodeTracker, finish_run, open_run, progress, resume_seed, rng_state, seed_everything,
-                     set_rng_state, with_preset)
+                     set_rng_state)
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     env_id: str = "MinAtar/Breakout-v1"
     """Env id (see workbench.envs)."""
-    preset: str = "demo"
+    preset: Preset = "demo"
     """Which preset filled the defaults: smoke, demo or full."""
     seed: int = 0
     """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
@@ -62,6 +63,12 @@ class PPOConfig:
     eval_seed: int = 10_000
     env_settings: dict = field(default_factory=dict)
     """Overrides of the env family's behaviour settings (recorded in the run)."""
+
+    def __post_init__(self):
+        check(self, positive=("total_steps", "n_envs", "n_steps", "lr", "n_minibatches", "update_epochs", "width",
+                            "log_every", "checkpoint_every", "eval_episodes"),
+              non_negative=("clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "seed", "eval_seed"),
+              probability=("gamma", "gae_lambda"))
 
 
 # Per preset and env family. smoke: seconds, for tests; demo: minutes on 2 cores; full: published scale.

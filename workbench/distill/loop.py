@@ -15,61 +15,74 @@ final weights once; the average is that final network with the last updates' noi
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
-from ..agents.common import (open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state,
-                             with_preset)
+from ..agents.common import open_run, progress, resume_seed, seed_everything
 from ..collect import Collector
-from ..envs import EnvSpec, make_env
-from ..evaluate import agreement, evaluate, evaluate_teacher
+from ..config import ConfigError, Preset, check, with_preset
+from ..envs import make_env
+from ..evaluate import evaluate, evaluate_teacher
 from ..memory import ReplayMemory
-from ..nets import (PRESET_FRACTIONS, NetSpec, build, format_layers, make_spec, parse_layers, preset_spec,
-                    spec_for_fraction, spec_params)
-from ..runs import (Run, load_optimizer_arrays, load_policy, machine, optimizer_arrays, save_policy,
-                    set_torch_rng_state, torch_rng_state)
+from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
+                    preset_spec, spec_for_fraction, spec_params)
+from ..runs import machine, save_policy
+from .engine import (Checkpointer, Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
+                     score_card, student_update, teacher_states)
 from .losses import check_actions, get_loss
+
+StudentNet = Literal["teacher", "net1", "net2", "net3", "tiny"]
+Family = Literal["nature_cnn", "minatar_cnn", "mlp"]
+Loss = Literal["nll", "mse", "kl"]
 
 
 @dataclass(frozen=True)
 class DistillConfig:
+    FLAGS: ClassVar[dict] = {"student_net": "preset-net", "student_width": "width", "student_family": "student",
+                             "student_layers": "layers"}
+
     teacher: str = "data/teachers/minatar-breakout"
     """Teacher run folder (or a shipped teacher's name)."""
-    preset: str = "demo"
+    preset: Preset = "demo"
     """Which preset filled the defaults: smoke, demo or full."""
-    student_net: str | None = "net3"
-    """Student size preset (teacher, net1, net2, net3, tiny: Rusu's shares); None to use student_width."""
+    student_net: StudentNet | None = "net3"
+    """Student size as Rusu's share of the teacher (net1 25%, net2 7%, net3 4%, tiny 1.7%); None to size it by
+    student_width or student_layers alone."""
     student_width: float = 0.25
     """Width multiplier of the family's base net, used when student_net is None."""
-    student_family: str | None = None
+    student_family: Family | None = None
     """Network family of the student (default: the teacher's)."""
     student_layers: str | None = None
     """The student's own layer widths, 'CONV:HIDDEN' (e.g. '8:16'): its shape instead of the width knob's. With
     student_net they must come within 15% of that preset's parameters: another shape at the same size."""
-    loss: str = "kl"
+    loss: Loss = "kl"
     """nll, mse or kl."""
-    tau: float = 0.01
-    """KL temperature applied to the teacher (Rusu: 0.01 for Q-values; use ~1 for PPO logits)."""
+    tau: float | None = None
+    """KL temperature applied to the teacher; None: by the teacher's outputs, 0.01 for a DQN's Q-values (Rusu),
+    1 for a PPO policy's logits (engine.DEFAULT_TAU). The run's config.json records the one it used."""
     beta: str = "1"
-    """Share of steps the teacher acts: a number, or linear:START:END over the run (DAgger-style)."""
+    """Share of steps the teacher acts: a number in [0, 1], or linear:START:END over the run (DAgger-style)."""
     teacher_epsilon: float = 0.05
     """Epsilon of the teacher's epsilon-greedy acting (Rusu: 0.05); 0 for greedy."""
     student_greedy: bool = True
     """Student acts by argmax (True) or by sampling its softmax (False)."""
     seed: int = 0
+    """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
     total_steps: int = 100_000
     """Env steps collected, summed over envs."""
     n_envs: int = 8
+    """Parallel envs collecting."""
     memory_size: int = 100_000
     """Replay capacity in states."""
     batch_size: int = 256
+    """States per student update."""
     lr: float | None = None
     """Adam step size; None: the student family's (``default_lr``: 1e-3, 2.5e-4 for a Nature CNN)."""
     updates_per_step: float = 0.25
@@ -79,14 +92,28 @@ class DistillConfig:
     heldout_size: int = 2_000
     """Teacher-driven states (other seeds) on which agreement and KL are measured."""
     log_every: int = 10_000
+    """Env steps between metrics lines."""
     eval_every: int = 0
     """Env steps between student evaluations during the run (0: only at the end)."""
     eval_episodes: int = 30
+    """Episodes of the final evaluation of student and teacher (greedy, fixed seeds)."""
     eval_seed: int = 10_000
+    """Env seed of the first evaluation episode."""
     checkpoint_every: int = 50_000
+    """Env steps between resume checkpoints."""
     ema: float = 0.0
     """Decay of a moving average of the student's weights, per update (0: off; 0.999 averages over about the
     last 1,000 updates). When on, the averaged student acts, is evaluated and is saved."""
+
+    def __post_init__(self):
+        check(self, positive=("student_width", "total_steps", "n_envs", "memory_size", "batch_size", "tau", "lr",
+                              "updates_per_step", "heldout_size", "log_every", "eval_episodes", "checkpoint_every"),
+              non_negative=("learning_starts", "eval_every", "eval_seed", "seed"), probability=("teacher_epsilon",))
+        beta_schedule(self.beta)
+        if self.student_layers is not None:
+            parse_layers(self.student_layers)
+        if self.ema and not 0.0 < self.ema < 1.0:
+            raise ConfigError(f"ema (--ema) must be in (0, 1), e.g. 0.999, got {self.ema!r}; 0 turns the average off")
 
 
 DISTILL_PRESETS = {
@@ -104,7 +131,7 @@ DISTILL_PRESETS = {
 # A Nature-CNN student on Atari frames at Adam 1e-3 can die before it starts: the first two Pong students at the demo
 # preset, seeds 0 and 1, both sat on the majority action for 10k steps, and seed 0 never left it (15 of its 16
 # first-layer filters dead at 50k steps, held-out agreement 0.336 to 70k, when it was stopped). At 2.5e-4 (the
-# Nature/PPO Atari step size) seed 0 plays 21.0 after 30k steps (data/results/pong_lr_probe.csv).
+# Nature/PPO Atari step size) seed 0 plays 21.0 after 30k steps (docs/lab-notes/data/pong_lr_probe.csv).
 FAMILY_LR = {"nature_cnn": 2.5e-4}
 
 
@@ -128,25 +155,20 @@ def beta_schedule(spec: str):
             c = float(spec)
             fn = lambda p: c  # noqa: E731
     except ValueError:
-        raise ValueError(f"beta must be a number in [0, 1] or linear:START:END, got {spec!r}") from None
+        raise ConfigError(f"beta (--beta) must be a number in [0, 1] or linear:START:END, got {spec!r}") from None
     if not all(0.0 <= fn(p) <= 1.0 for p in (0.0, 1.0)):
-        raise ValueError(f"beta must stay within [0, 1], got {spec!r}")
+        raise ConfigError(f"beta (--beta) must stay within [0, 1], got {spec!r}")
     return fn
-
-
-def load_teacher(path: str):
-    """(policy, card, EnvSpec) of a teacher run folder or shipped teacher name."""
-    from ..teachers import teacher_path
-
-    folder = teacher_path(path)
-    run = Run(folder)
-    card, config = run.card, run.config
-    return load_policy(folder), card, EnvSpec.from_dict(config["env_spec"])
 
 
 def student_spec_for(config: DistillConfig, teacher_spec):
     """The student's NetSpec: a size preset (a share of the teacher's parameters), a width, or its own layers."""
     family = config.student_family or teacher_spec.family
+    obs = tuple(teacher_spec.obs_shape)
+    # An MLP flattens any observation; a CNN needs (C, H, W) frames, the Nature CNN's kernels at least 36x36.
+    if family != "mlp" and (len(obs) != 3 or (family == "nature_cnn" and min(obs[1:]) < 36)):
+        raise ValueError(f"a {family} student cannot read this teacher's observations {obs}; leave out --student "
+                         f"(the teacher's family) or give --student {family_for_obs(obs)}")
     if config.student_layers is not None:
         conv, hidden = parse_layers(config.student_layers)
         spec = NetSpec(family, teacher_spec.obs_shape, teacher_spec.n_actions, conv, hidden, teacher_spec.obs_scale)
@@ -169,63 +191,6 @@ def student_spec_for(config: DistillConfig, teacher_spec):
     return spec_for_fraction(base, share)
 
 
-@torch.no_grad()
-def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """n states from the teacher's own (epsilon-greedy) play on other seeds, with its outputs: a held-out set."""
-    envs, _ = make_env(env.env_id, 4, seed, **env.settings)
-    obs, _ = envs.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    states = []
-    while sum(len(s) for s in states) < n:
-        states.append(obs.copy())
-        act = teacher.act(obs).numpy()
-        act = np.where(rng.random(len(act)) < epsilon, rng.integers(0, env.n_actions, len(act)), act)
-        obs, *_ = envs.step(act)
-    envs.close()
-    obs_N = torch.as_tensor(np.concatenate(states)[:n])
-    return obs_N, teacher.logits(obs_N)
-
-
-def fit(optimizer, loss_fn, student_logits: torch.Tensor, teacher_out: torch.Tensor) -> float:
-    """One gradient step of the distillation loss on a minibatch; returns the loss. Every loop (single-game,
-    real-time, multi-task) steps its student through here."""
-    loss = loss_fn(student_logits, teacher_out)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-class WeightAverage:
-    """An exponential moving average of a network's weights, updated after each optimizer step. The decay
-    warms up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so that the average does not hold on to the
-    random initial weights in a short run. ``model`` is the averaged copy, a network of the same spec."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema (the weight-average decay) must be in (0, 1), e.g. 0.999, got {decay!r}; "
-                             "0 turns the average off")
-        self.decay, self.n = decay, 0
-        self.model = copy.deepcopy(model)
-        self.model.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        for avg, p in zip(self.model.parameters(), model.parameters()):
-            avg.lerp_(p, 1.0 - d)
-        for avg, b in zip(self.model.buffers(), model.buffers()):
-            avg.copy_(b)
-        self.n += 1
-
-
-def student_update(student, optimizer, loss_fn, memory: ReplayMemory, batch_size: int,
-                   rng: np.random.Generator) -> float:
-    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
-    obs_B, extras = memory.sample_states(batch_size, rng)
-    return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
-
-
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
             callback=None) -> dict:
     """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
@@ -234,13 +199,14 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     teacher.eval()
     s_spec = student_spec_for(config, teacher.spec)
     check_actions(s_spec.n_actions, teacher.n_actions)
+    # Defaults that depend on the teacher or the student are settled here, so the run's config.json records them.
+    config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
+                                 tau=config.tau or default_tau(teacher_card))
     student = build(s_spec, "pi", seed=config.seed)
     loss_fn = get_loss(config.loss, config.tau)
     beta = beta_schedule(config.beta)
-    if config.lr is None:  # the run's config.json records the step size it used
-        config = dataclasses.replace(config, lr=default_lr(s_spec.family))
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
-    average = WeightAverage(student, config.ema) if config.ema else None  # checks the decay before anything is written
+    average = WeightAverage(student, config.ema) if config.ema else None
     policy = average.model if average else student  # the student that acts, is evaluated and is saved
 
     envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
@@ -248,46 +214,25 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     memory = ReplayMemory(config.memory_size, env.obs_shape, env.obs_dtype, config.n_envs,
                           env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)})
     rng = np.random.default_rng(config.seed)
-    heldout_obs, heldout_t = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777,
-                                            config.teacher_epsilon)
+    held = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777, config.teacher_epsilon)
+    checkpointer = Checkpointer(run, nets={"student": student, **({"ema": average.model} if average else {})},
+                                optimizers={"optim": optimizer}, memories={"memory": memory}, rng=rng)
 
-    step, updates, queries, wall_before, eval_seconds = 0, 0, 0, 0.0, 0.0
-    if resume and run.has_checkpoint():
-        arrays, state = run.load_checkpoint()
-        student.load_state_dict({k[8:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("student.")})
-        if average:
-            average.model.load_state_dict({k[4:]: torch.from_numpy(v.copy()) for k, v in arrays.items()
-                                           if k.startswith("ema.")})
-            average.n = state["ema_updates"]
-        load_optimizer_arrays(optimizer, arrays, state["optimizer"])
-        memory.load_state_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")})
-        step, updates, queries, wall_before = state["step"], state["updates"], state["teacher_queries"], state["wall_seconds"]
-        eval_seconds = state.get("eval_seconds", 0.0)
-        set_rng_state(rng, state["rng"])
-        set_torch_rng_state(arrays["torch_rng"])
+    state = (checkpointer.restore() if resume else None) or {}
+    step, updates, queries = state.get("step", 0), state.get("updates", 0), state.get("teacher_queries", 0)
+    wall_before, eval_seconds = state.get("wall_seconds", 0.0), state.get("eval_seconds", 0.0)
+    if average:
+        average.n = state.get("ema_updates", 0)
     obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, env, memory, obs, clip_rewards=False)
+    schedule = Schedule(step, log=config.log_every, eval=config.eval_every, checkpoint=config.checkpoint_every)
     t0, losses, owed = time.time(), [], 0.0
-    held_tau = config.tau if config.loss == "kl" else 1.0
-    next_log, next_eval, next_ckpt = step + config.log_every, step + (config.eval_every or 10**18), step + config.checkpoint_every
     bar = progress(config.total_steps, step, f"distill {config.loss} -> {s_spec.family}", progress_bar)
 
     while step < config.total_steps:
         # -- collect: the teacher labels every state once; beta decides who acts ---------------------------
         b = beta(step / config.total_steps)
-        labels: dict = {}
-
-        def act(obs):
-            with torch.no_grad():
-                t_BA = teacher.logits(obs)
-                s_act = policy.act(obs, greedy=config.student_greedy).numpy()
-            labels["teacher"] = t_BA.numpy()
-            t_act = t_BA.argmax(-1).numpy()
-            t_act = np.where(rng.random(len(t_act)) < config.teacher_epsilon,
-                             rng.integers(0, env.n_actions, len(t_act)), t_act)
-            return np.where(rng.random(len(t_act)) < b, t_act, s_act)
-
-        collector.step(act, lambda obs: labels)
+        collect_step(collector, teacher, rng, config.teacher_epsilon, policy, b, config.student_greedy)
         queries += config.n_envs
         step += config.n_envs
         bar.update(config.n_envs)
@@ -304,19 +249,18 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
 
         wall = wall_before + time.time() - t0
         done = step >= config.total_steps
-        if step >= next_log or done:
+        if schedule.due("log", step, done):
             t_eval = time.time()
             row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": b,
                    "charts/updates": updates, "charts/teacher_queries": queries,
-                   **{f"heldout/{k}": v for k, v in agreement(policy, teacher, heldout_obs, held_tau).items()},
+                   **{f"heldout/{k}": v for k, v in heldout(policy, teacher, held, config.loss, config.tau).items()},
                    "wall_seconds": round(wall, 2)}
             if average:  # the raw weights beside the average: what averaging buys, on the same held-out states
                 row.update({f"heldout/{k}_unaveraged": v
-                            for k, v in agreement(student, teacher, heldout_obs, held_tau).items()})
-            if step >= next_eval:
+                            for k, v in heldout(student, teacher, held, config.loss, config.tau).items()})
+            if schedule.due("eval", step):
                 row["charts/student_return"] = evaluate(policy, env.env_id, min(10, config.eval_episodes),
                                                         config.eval_seed, env.settings).mean
-                next_eval += config.eval_every
             # Measuring is not training: train_seconds leaves out the held-out and return evaluations
             # (``wall`` was read before this row's, which count from the next row on).
             row["train_seconds"] = round(wall - eval_seconds, 2)
@@ -326,20 +270,9 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
                 callback({"step": step, **row})
             bar.set_postfix(loss=f"{row['losses/distill'] or 0:.3f}", agree=f"{row['heldout/agreement']:.2f}")
             losses = []
-            next_log += config.log_every
-        if step >= next_ckpt or done:
-            arrays, opt_meta = optimizer_arrays(optimizer)
-            arrays.update({f"student.{k}": v.numpy() for k, v in student.state_dict().items()})
-            arrays.update({f"memory.{k}": v for k, v in memory.state_arrays().items()})
-            arrays["torch_rng"] = torch_rng_state()
-            extra = {}
-            if average:
-                arrays.update({f"ema.{k}": v.numpy() for k, v in average.model.state_dict().items()})
-                extra["ema_updates"] = average.n
-            run.save_checkpoint(arrays, {"step": step, "updates": updates, "teacher_queries": queries,
-                                         "wall_seconds": wall, "eval_seconds": eval_seconds, "rng": rng_state(rng),
-                                         "optimizer": opt_meta, **extra})
-            next_ckpt += config.checkpoint_every
+        if schedule.due("checkpoint", step, done):
+            checkpointer.save({"step": step, "updates": updates, "teacher_queries": queries, "wall_seconds": wall,
+                               "eval_seconds": eval_seconds, **({"ema_updates": average.n} if average else {})})
     bar.close()
     envs.close()
     wall = wall_before + time.time() - t0
@@ -347,14 +280,16 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     # -- evaluate student and teacher on the same seeds (the teacher's returns from its card if it holds them) --
     s_eval = evaluate(policy, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
     t_eval = evaluate_teacher(teacher, teacher_card, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-    held = agreement(policy, teacher, heldout_obs, held_tau)
+    scores = score_card(s_eval, t_eval, env, config.eval_episodes, config.eval_seed)
+    measures = heldout(policy, teacher, held, config.loss, config.tau)
     save_policy(run.file("model.safetensors"), policy, env_id=env.env_id, algo="distill", teacher=config.teacher)
     unaveraged = {}
     if average:  # the final raw weights on the same seeds: a paired measure of what the average changed
         raw = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
+        raw_scores = score_card(raw, t_eval, env, config.eval_episodes, config.eval_seed)
         unaveraged = {"ema_updates": average.n, "unaveraged": {
-            **raw.summary("return"), "pct_of_teacher": 100.0 * raw.mean / t_eval.mean if t_eval.mean else None,
-            **agreement(student, teacher, heldout_obs, held_tau)}}
+            **raw.summary("return"), "pct_of_teacher": raw_scores["pct_of_teacher"],
+            **heldout(student, teacher, held, config.loss, config.tau)}}
     card = {
         "env_id": env.env_id, "algo": "distill", "preset": config.preset, "seed": config.seed,
         "teacher": config.teacher, "teacher_params": teacher.n_params, "params": student.n_params,
@@ -362,11 +297,8 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         "student_net": config.student_net, "net": dataclasses.asdict(s_spec), "kind": "pi",
         "loss": config.loss, "tau": config.tau, "beta": config.beta, "ema": config.ema, "env_steps": step,
         "frames": step * int(env.settings.get("frameskip", 1)), "updates": updates, "teacher_queries": queries,
-        "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed,
-        **s_eval.summary("return"), "returns": s_eval.returns.tolist(),
-        "teacher_return_mean": t_eval.mean, "teacher_return_std": t_eval.std,
-        "pct_of_teacher": 100.0 * s_eval.mean / t_eval.mean if t_eval.mean else None,
-        "agreement": held["agreement"], "kl": held["kl"], "env_settings": env.settings,
+        "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed, **scores,
+        "agreement": measures["agreement"], "kl": measures["kl"], "env_settings": env.settings,
         "action_meanings": list(env.action_meanings), "machine": machine(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
     }

@@ -26,17 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..agents.common import (check_out, progress, resume_seed, rng_state, seed_everything, set_rng_state,
-                             with_preset)
+from ..agents.common import open_run, progress, resume_seed, seed_everything
 from ..collect import Collector
+from ..config import ConfigError, Preset, check, with_preset
 from ..envs import make_env
-from ..evaluate import agreement, evaluate, geometric_mean_pct
+from ..evaluate import evaluate, geometric_mean_pct
 from ..memory import ReplayMemory
 from ..nets import NetSpec, Policy, _trunk, make_spec
-from ..runs import (CheckpointError, Run, _atomic_save_arrays, _read_safetensors, load_optimizer_arrays, machine,
-                    optimizer_arrays, set_torch_rng_state, torch_rng_state)
+from ..runs import CheckpointError, _atomic_save_arrays, _read_safetensors, machine
+from .engine import (DEFAULT_TAU, Checkpointer, Schedule, collect_step, fit, heldout, load_teacher, score_card,
+                     teacher_states)
+from .loop import Loss, default_lr
 from .losses import get_loss
-from .loop import default_lr, fit, load_teacher, teacher_states
 
 FORMAT = "workbench-multitask/1"
 
@@ -136,22 +137,30 @@ def load_multitask(path: str | Path) -> MultiTaskStudent:
 
 @dataclass(frozen=True)
 class MultitaskConfig:
-    teachers: tuple[str, ...] = ("minatar-breakout",)
-    """Teacher run folders or shipped teacher names, one per game."""
-    preset: str = "demo"
+    teachers: tuple[str, ...] = ("minatar-breakout", "minatar-freeway")
+    """Teacher run folders or shipped teacher names, one per game (at least two)."""
+    preset: Preset = "demo"
+    """Which preset filled the defaults: smoke, demo or full."""
     width: float = 1.0
     """Trunk width, a multiplier of the family's base net (MinAtar: 16 conv channels, 128 hidden units)."""
     head_units: int = 128
     """Hidden units of each game's own head (Rusu: 128)."""
-    loss: str = "kl"
-    tau: float = 0.01
+    loss: Loss = "kl"
+    """nll, mse or kl."""
+    tau: float | None = None
+    """KL temperature applied to the teachers; None: by their outputs (0.01 for DQN Q-values, 1 for PPO logits)."""
     teacher_epsilon: float = 0.05
+    """Epsilon of the teachers' epsilon-greedy acting (Rusu: 0.05)."""
     seed: int = 0
+    """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
     steps_per_game: int = 100_000
     """Env steps collected per game."""
     n_envs: int = 8
+    """Parallel envs per game."""
     memory_per_game: int = 50_000
+    """Replay capacity per game, in states."""
     batch_size: int = 256
+    """States per update (each minibatch from one game)."""
     lr: float | None = None
     """Adam step size; None: the trunk family's (``default_lr``: 1e-3, 2.5e-4 for a Nature CNN)."""
     updates_per_step: float = 0.5
@@ -159,10 +168,26 @@ class MultitaskConfig:
     learning_starts: int = 2_000
     """States per game before the first update."""
     heldout_size: int = 1_000
+    """Teacher-driven states per game (other seeds) on which agreement is measured."""
     log_every: int = 10_000
+    """Env steps per game between metrics lines."""
     eval_episodes: int = 30
+    """Episodes per game of the final evaluation of student and teachers."""
     eval_seed: int = 10_000
+    """Env seed of the first evaluation episode."""
     checkpoint_every: int = 25_000
+    """Env steps per game between resume checkpoints."""
+
+    def __post_init__(self):
+        check(self, positive=("width", "head_units", "tau", "steps_per_game", "n_envs", "memory_per_game", "batch_size",
+                              "lr", "updates_per_step", "heldout_size", "log_every", "eval_episodes",
+                              "checkpoint_every"),
+              non_negative=("learning_starts", "seed", "eval_seed"), probability=("teacher_epsilon",))
+        if len(self.teachers) < 2:
+            raise ConfigError(f"multi-task distillation needs at least two teachers, one per game (--teachers), got "
+                              f"{list(self.teachers)}")
+        if len(set(self.teachers)) != len(self.teachers):
+            raise ConfigError(f"--teachers names a teacher twice: {list(self.teachers)}")
 
 
 MULTITASK_PRESETS = {
@@ -228,37 +253,28 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     Resume keeps the student, its optimizer and the counters; the replay memories are not checkpointed (five
     games' memories would make every checkpoint hundreds of MB) and refill from fresh teacher play.
     """
-    if len(config.teachers) < 2:
-        raise ValueError("multi-task distillation needs at least two teachers (one per game)")
     seed_everything(config.seed)
     loaded = [load_teacher(t) for t in config.teachers]
-    teachers, specs = [t for t, _, _ in loaded], [s for _, _, s in loaded]
+    teachers, cards, specs = [t for t, _, _ in loaded], [c for _, c, _ in loaded], [s for _, _, s in loaded]
     ids = [s.env_id for s in specs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"two teachers play the same game ({ids}); give one teacher per game")
     for t in teachers:
         t.eval()
     student = build_student(teachers, specs, config.width, config.head_units, config.seed)
+    # Defaults that depend on the teachers or the student are settled here, so the run's config.json records them.
+    config = dataclasses.replace(config, lr=config.lr or default_lr(student.trunk_spec.family),
+                                 tau=config.tau or teachers_tau(cards))
     loss_fn = get_loss(config.loss, config.tau)
-    tau = config.tau if config.loss == "kl" else 1.0  # for the agreement's KL, as in the single-game loop
-    if config.lr is None:  # the run's config.json records the step size it used
-        config = dataclasses.replace(config, lr=default_lr(student.trunk_spec.family))
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
 
-    run = Run(check_out(out, resume))
-    run.write_config(config, games=ids)
+    run = open_run(out, config, None, resume, games=ids)
+    checkpointer = Checkpointer(run, nets={"student": student}, optimizers={"optim": optimizer}, rng=rng)
+    state = (checkpointer.restore() if resume else None) or {}
+    step, updates, wall_before = state.get("step", 0), state.get("updates", 0), state.get("wall_seconds", 0.0)
 
-    step, updates, wall_before = 0, 0, 0.0  # step: env steps per game
-    if resume and run.has_checkpoint():
-        arrays, state = run.load_checkpoint()
-        student.load_state_dict({k[8:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("student.")})
-        load_optimizer_arrays(optimizer, arrays, state["optimizer"])
-        step, updates, wall_before = state["step"], state["updates"], state["wall_seconds"]
-        set_rng_state(rng, state["rng"])
-        set_torch_rng_state(arrays["torch_rng"])
-
-    games = []
+    games = []  # step: env steps per game
     for g, (teacher, spec) in enumerate(zip(teachers, specs)):
         envs, _ = make_env(spec.env_id, config.n_envs, config.seed + 97 * g, **spec.settings)
         obs, _ = envs.reset(seed=resume_seed(config.seed + 97 * g, step))
@@ -268,28 +284,16 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         games.append({"teacher": teacher, "spec": spec, "envs": envs, "memory": memory, "held": held,
                       "collector": Collector(envs, spec, memory, obs, clip_rewards=False), "losses": []})
 
-    def collect(game: dict) -> None:
-        teacher, n_actions, labels = game["teacher"], game["spec"].n_actions, {}
-
-        def act(obs):
-            with torch.no_grad():
-                labels["teacher"] = teacher.logits(obs).numpy()
-            a = labels["teacher"].argmax(-1)
-            explore = rng.random(len(a)) < config.teacher_epsilon
-            return np.where(explore, rng.integers(0, n_actions, len(a)), a)
-
-        game["collector"].step(act, lambda obs: labels)
-
     def update(g: int) -> None:
         obs_B, extras = games[g]["memory"].sample_states(config.batch_size, rng)
         games[g]["losses"].append(fit(optimizer, loss_fn, student.logits(obs_B, g), extras["teacher"]))
 
     t0, owed, filled = time.time(), 0.0, 0
-    next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
+    schedule = Schedule(step, log=config.log_every, checkpoint=config.checkpoint_every)
     bar = progress(config.steps_per_game * len(games), step * len(games), f"multitask {len(games)} games", progress_bar)
     while step < config.steps_per_game:
-        for game in games:  # every game advances one vector step
-            collect(game)
+        for game in games:  # every game advances one vector step, its teacher acting and labelling
+            collect_step(game["collector"], game["teacher"], rng, config.teacher_epsilon)
         step += config.n_envs
         filled += config.n_envs
         bar.update(config.n_envs * len(games))
@@ -303,25 +307,19 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
 
         wall = wall_before + time.time() - t0
         done = step >= config.steps_per_game
-        if step >= next_log or done:
+        if schedule.due("log", step, done):
             row = {"wall_seconds": round(wall, 2), "charts/updates": updates}
-            for game in games:
+            for g, game in enumerate(games):
                 env_id = game["spec"].env_id
-                obs_N, _ = game["held"]
                 row[f"{env_id}/loss"] = float(np.mean(game["losses"])) if game["losses"] else None
-                row[f"{env_id}/agreement"] = agreement(student.view(env_id), game["teacher"], obs_N, tau)["agreement"]
+                row[f"{env_id}/agreement"] = heldout(student.view(g), game["teacher"], game["held"], config.loss,
+                                                     config.tau)["agreement"]
                 game["losses"] = []
             run.log(step, **row)
             if callback:
                 callback({"step": step, **row})
-            next_log += config.log_every
-        if step >= next_ckpt or done:
-            arrays, opt_meta = optimizer_arrays(optimizer)
-            arrays.update({f"student.{k}": v.detach().numpy() for k, v in student.state_dict().items()})
-            arrays["torch_rng"] = torch_rng_state()
-            run.save_checkpoint(arrays, {"step": step, "updates": updates, "wall_seconds": wall,
-                                         "rng": rng_state(rng), "optimizer": opt_meta})
-            next_ckpt += config.checkpoint_every
+        if schedule.due("checkpoint", step, done):
+            checkpointer.save({"step": step, "updates": updates, "wall_seconds": wall})
     bar.close()
     for game in games:
         game["envs"].close()
@@ -333,11 +331,11 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         spec, view = game["spec"], student.view(g)
         s_eval = evaluate(view, spec.env_id, config.eval_episodes, config.eval_seed, spec.settings)
         t_eval = evaluate(game["teacher"], spec.env_id, config.eval_episodes, config.eval_seed, spec.settings)
+        scores = score_card(s_eval, t_eval, spec, config.eval_episodes, config.eval_seed)
         per_game[spec.env_id] = {
-            "return_mean": s_eval.mean, "return_std": s_eval.std, "teacher_return_mean": t_eval.mean,
-            "teacher_return_std": t_eval.std,
-            "pct_of_teacher": 100.0 * s_eval.mean / t_eval.mean if t_eval.mean > 0 else None,
-            "agreement": agreement(view, game["teacher"], game["held"][0], tau)["agreement"],
+            **{k: scores[k] for k in ("return_mean", "return_std", "teacher_return_mean", "teacher_return_std",
+                                      "pct_of_teacher", "pct_of_teacher_kind")},
+            "agreement": heldout(view, game["teacher"], game["held"], config.loss, config.tau)["agreement"],
             "teacher_params": game["teacher"].n_params, "params_to_act": view.n_params,
         }
     save_multitask(run.file("model.safetensors"), student)
@@ -353,6 +351,15 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     }
     run.write_card(card)
     return card
+
+
+def teachers_tau(cards: list[dict]) -> float:
+    """The one temperature for teachers whose outputs are of one kind; teachers of both kinds need --tau."""
+    taus = {DEFAULT_TAU.get(str(c.get("algo")), 0.01) for c in cards}
+    if len(taus) > 1:
+        raise ConfigError("these teachers mix DQN Q-values and PPO logits, which want different temperatures "
+                          "(0.01 and 1); give one with --tau")
+    return taus.pop()
 
 
 def per_game_table(card: dict):

@@ -27,42 +27,55 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..agents.common import seed_everything
+from ..agents.dqn import dqn_config, train_dqn
+from ..agents.ppo import ppo_config, train_ppo
+from ..config import ConfigError, Preset, check
 from ..envs import make_env
-from ..evaluate import agreement, evaluate
+from ..evaluate import evaluate, pct_of_teacher, random_returns, threshold_return
 from ..nets import build, preset_spec
 from ..runs import Run, atomic_write_bytes, machine, save_policy
+from .engine import DEFAULT_TAU, fit, heldout, load_teacher, teacher_states
+from .loop import Loss, StudentNet, default_lr, distill, distill_config
 from .losses import get_loss
-from .loop import default_lr, distill, distill_config, fit, load_teacher, teacher_states
 
 
 @dataclass(frozen=True)
 class RealtimeConfig:
+    FLAGS: ClassVar[dict] = {"env_id": "env", "students": "student"}
+
     env_id: str = "MinAtar/Breakout-v1"
-    algo: str = "ppo"
+    """The game the teacher learns (ALE/<Game>-v5, MinAtar/<Game>-v1, CartPole-v1, Acrobot-v1)."""
+    algo: Literal["ppo", "dqn"] = "ppo"
     """Teacher algorithm: ppo or dqn."""
-    preset: str = "demo"
+    preset: Preset = "demo"
     """The teacher's preset (smoke, demo, full); the sequential baseline distils with distill_preset."""
     teacher_steps: int | None = None
     """Env steps of teacher training (None: the preset's)."""
     teacher_width: float = 1.0
-    students: tuple[str, ...] = ("net3", "tiny")
+    """Width multiplier of the teacher's network."""
+    students: tuple[StudentNet, ...] = ("net3", "tiny")
     """Student size presets, all trained in the same run (Rusu's net3 is 4% of the teacher; tiny 1.7%)."""
-    loss: str = "kl"
-    tau: float = 0.01
+    loss: Loss = "kl"
+    """nll, mse or kl."""
+    tau: float | None = None
+    """KL temperature applied to the teacher; None: by its outputs, 0.01 for DQN Q-values, 1 for PPO logits."""
     lr: float | None = None
     """Students' Adam step size; None: their family's (``default_lr``: 1e-3, 2.5e-4 for a Nature CNN)."""
     batch_size: int = 256
+    """States per student update."""
     memory_size: int = 50_000
     """States kept for the students (the teacher's most recent experience)."""
     updates_per_state: float = 1 / 128
     """Student updates per state the teacher collects; replay ratio = batch_size x this (2 by default).
-    Measured on CartPole (runs/realtime/cartpole-ups*): 1/128 reached 95% of the final teacher as soon as 1/32
-    did, for a third of the students' time."""
+    Measured on CartPole: 1/128 reached 95% of the final teacher as soon as 1/32 did, for a third of the students'
+    time."""
     recompute: bool = False
     """Relabel each sampled minibatch with the latest teacher (True) or keep the labels made on arrival.
     Measured on CartPole: recomputing copies the final teacher more closely (agreement 0.998 vs 0.94-0.96) but
@@ -70,17 +83,37 @@ class RealtimeConfig:
     eval_points: int = 20
     """Students and teacher are evaluated this many times over the teacher's training."""
     eval_episodes: int = 10
-    """Episodes per evaluation point, at most 10: the sequential baseline's points use the same first 10 seeds."""
+    """Episodes per evaluation point, 1 to 10: the sequential baseline's points use the same first 10 seeds."""
     final_eval_episodes: int = 30
+    """Episodes of the final evaluation of every student."""
     eval_seed: int = 10_000
+    """Env seed of the first evaluation episode."""
     tail_updates: int = 4_000
     """Most updates a real-time student may make after the teacher stops, to reach 95%."""
     sequential: bool = True
     """Also run the train-then-distill baseline from the final teacher (needed for the speedup)."""
-    distill_preset: str = "demo"
+    distill_preset: Preset | None = None
+    """Preset of the sequential baseline's distillation (None: the teacher's preset)."""
     distill_steps: int | None = None
+    """Env steps of the baseline's distillation (None: its preset's)."""
     seed: int = 0
+    """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
     threshold: float = 0.95
+    """Share of the final teacher's return a student must reach (by evaluate.pct_of_teacher's definition)."""
+
+    def __post_init__(self):
+        check(self, positive=("teacher_steps", "teacher_width", "tau", "lr", "batch_size", "memory_size",
+                              "updates_per_state", "eval_points", "eval_episodes", "final_eval_episodes",
+                              "distill_steps", "threshold"),
+              non_negative=("tail_updates", "seed", "eval_seed"))
+        if not self.students:
+            raise ConfigError("give at least one student size (--student net3 tiny)")
+        if self.eval_episodes > 10:
+            raise ConfigError(f"eval_episodes (--eval-episodes) must be 1 to 10 (the baseline's points use 10 seeds), "
+                              f"got {self.eval_episodes}")
+        if self.threshold > 1:
+            raise ConfigError(f"threshold (--threshold) is a share of the teacher's return, at most 1, got "
+                              f"{self.threshold}")
 
 
 class StateMemory:
@@ -118,14 +151,14 @@ def _first_reach(points: list[tuple[float, float]], target: float) -> float | No
     return next((clock for clock, ret in points if ret >= target), None)
 
 
-def times_to_threshold(rows: list[dict], threshold: float = 0.95) -> dict:
+def times_to_threshold(rows: list[dict], threshold: float = 0.95, random_return: float | None = None) -> dict:
     """From a real-time run's metrics rows: the target (``threshold`` x the final teacher's return on the
     evaluation points' own seeds) and, per student, the first reading at or above it on each clock, and their ratio.
 
     The target comes from the same episodes as the points it is compared with: a 30-episode final mean against
     10-episode points would make a student that plays exactly like its teacher miss by noise alone."""
     live = [r for r in rows if r.get("phase") == "realtime" and r.get("teacher_return") is not None]
-    target = threshold * live[-1]["teacher_return"]
+    target = threshold_return(threshold, live[-1]["teacher_return"], random_return)
     names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/return") and k != "teacher_return"})
     # No student can reach the target before the teacher itself plays that well: the teacher's own first reading
     # at the target bounds the real-time clock from below (a student that copied it instantly and for free).
@@ -148,19 +181,13 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     the baseline distillations; ``out/metrics.jsonl`` has every evaluation point on all clocks.
     ``callback(row)`` sees those rows as they come (live plots).
     """
-    from ..agents.dqn import dqn_config, train_dqn
-    from ..agents.ppo import ppo_config, train_ppo
-
     out = Path(out)
-    if (out / "card.json").exists():
-        raise FileExistsError(f"{out} already holds a finished real-time run; choose another --out or delete it")
-    if (out / "metrics.jsonl").exists():
-        raise FileExistsError(f"{out} holds an interrupted real-time run: the teacher and students learn together "
-                              "and cannot be resumed separately; delete it or choose another --out")
-    if config.algo not in ("ppo", "dqn"):
-        raise ValueError(f"unknown teacher algorithm {config.algo!r}; choose ppo or dqn")
-    if not 1 <= config.eval_episodes <= 10:
-        raise ValueError(f"eval_episodes must be 1 to 10 (the baseline's points use 10 seeds), got {config.eval_episodes}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a finished real-time run" if (out / "card.json").exists() else "an earlier run or other files"
+        raise FileExistsError(f"{out} already holds {what}: a teacher and its students learn together and cannot be "
+                              "resumed separately; choose another --out (or delete the folder)")
+    config = dataclasses.replace(config, tau=config.tau or DEFAULT_TAU[config.algo],
+                                 distill_preset=config.distill_preset or config.preset)
     seed_everything(config.seed)
     make_teacher_config, train = (ppo_config, train_ppo) if config.algo == "ppo" else (dqn_config, train_dqn)
     t_config = make_teacher_config(config.preset, config.env_id, seed=config.seed, width=config.teacher_width,
@@ -240,7 +267,14 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     teacher, _, _ = load_teacher(str(out / "teacher"))
     step = t_card["env_steps"]
     last = log_point(step, teacher, "realtime")
-    target = config.threshold * last["teacher_return"]  # the final teacher on the points' own seeds
+    # The final teacher on the points' own seeds; a random policy there too where % of teacher needs it.
+    random = None
+    if last["teacher_return"] <= 0 or t_card["return_mean"] <= 0:
+        random = {"points": random_returns(spec.env_id, spec.n_actions, config.eval_episodes, config.eval_seed,
+                                           spec.settings).mean,
+                  "final": random_returns(spec.env_id, spec.n_actions, config.final_eval_episodes, config.eval_seed,
+                                          spec.settings).mean}
+    target = threshold_return(config.threshold, last["teacher_return"], random and random["points"])
 
     # -- tail: students not yet at the threshold go on learning from the final teacher -----------------------
     chunk = max(1, config.tail_updates // 10)
@@ -264,8 +298,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
             clock["students"] = sum(x.seconds for x in students)
 
     # -- sequential baseline: distil the final teacher, same sizes, same loss ---------------------------------
-    heldout_obs, _ = teacher_states(teacher, spec, 2_000, config.seed + 777_777, 0.05)
-    rows = run.read_metrics_rows()
+    held = teacher_states(teacher, spec, 2_000, config.seed + 777_777, 0.05)
     results = {}
     for s in students:
         save_policy(out / "students" / s.name / "model.safetensors", s.policy, env_id=spec.env_id,
@@ -274,8 +307,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         res = {
             "params": s.policy.n_params, "compression": s.policy.n_params / teacher.n_params,
             "return_mean": final.mean, "return_std": final.std,
-            "pct_of_teacher": 100.0 * final.mean / t_card["return_mean"] if t_card["return_mean"] else None,
-            "agreement": agreement(s.policy, teacher, heldout_obs, 1.0)["agreement"],
+            "pct_of_teacher": pct_of_teacher(final.mean, t_card["return_mean"], random and random["final"])[0],
+            "agreement": heldout(s.policy, teacher, held, config.loss, config.tau)["agreement"],
             "updates": s.updates, "student_seconds": round(s.seconds, 1),
         }
         if config.sequential:
@@ -298,7 +331,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
             res.update({"sequential_return_mean": d_card["return_mean"],
                         "sequential_pct_of_teacher": d_card["pct_of_teacher"]})
         results[s.name] = res
-    times = times_to_threshold(run.read_metrics_rows(), config.threshold)
+    times = times_to_threshold(run.read_metrics_rows(), config.threshold, random and random["points"])
     for name, res in results.items():
         res.update({k: v for k, v in times[name].items() if config.sequential or k == "time_to_95_realtime"})
 
@@ -308,6 +341,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
                     "return_std": t_card["return_std"], "env_steps": t_card["env_steps"],
                     "teacher_seconds": round(teacher_total, 1)},
         "threshold": config.threshold, "target_return": times["target_return"],
+        "pct_of_teacher_kind": pct_of_teacher(0.0, t_card["return_mean"], random and random["final"])[1],
+        "random_return": random,
         "teacher_time_to_95": times["teacher_time_to_95"], "students": results,
         "loss": config.loss, "tau": config.tau, "updates_per_state": config.updates_per_state,
         "recompute": config.recompute, "wall_seconds": round(time.time() - clock["start"], 1),
@@ -320,8 +355,6 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
 def speedup_table(card: dict):
     """One row per student: params, % of teacher, seconds to 95% on each clock, their ratio, and its bound (the
     teacher's own time to 95% over the sequential time: the ratio of a student that copied it instantly)."""
-    import pandas as pd
-
     rows = []
     for name, r in card["students"].items():
         rows.append({"student": name, "params": r["params"], "compression %": round(100 * r["compression"], 1),
@@ -338,7 +371,7 @@ def benchmark_rows(run_dir: str | Path) -> list[dict]:
     fix to the timing applies to old runs too): the clocks, the ratio, sizes and final % of teacher."""
     run = Run(run_dir)
     card, rows = run.card, run.read_metrics_rows()
-    times = times_to_threshold(rows, card.get("threshold", 0.95))
+    times = times_to_threshold(rows, card.get("threshold", 0.95), (card.get("random_return") or {}).get("points"))
     return [{"env_id": card["env_id"], "teacher_algo": card["teacher_algo"], "teacher_steps": card["teacher"]["env_steps"],
              "teacher_return": card["teacher"]["return_mean"], "teacher_seconds": card["teacher"]["teacher_seconds"],
              "student": name, "params": r["params"], "compression": r["compression"],
@@ -357,8 +390,6 @@ def _last(rows: list[dict], key: str, minus: float = 0.0) -> float | None:
 
 def write_benchmark(run_dirs, path: str | Path) -> "pd.DataFrame":
     """The benchmark CSV (``benchmark_rows`` of every run, in order), written atomically."""
-    import pandas as pd
-
     df = pd.DataFrame([row for d in run_dirs for row in benchmark_rows(d)])
     atomic_write_bytes(Path(path), df.to_csv(index=False).encode())
     return df

@@ -1,0 +1,251 @@
+"""The engine every distillation method stands on: the pieces that single-game, real-time and multi-task
+distillation (and any method after them) share, each written once.
+
+- the teacher: ``load_teacher`` (checked against the env it was trained on) and its default temperature;
+- acting and labelling: ``label_and_act`` queries the teacher once per state, and ``beta`` picks who acts;
+- held-out measures: ``teacher_states`` (teacher-driven states on other seeds) and ``heldout`` (agreement and KL,
+  ``evaluate.agreement``'s one definition, at the temperature the run distils with);
+- the update: ``fit`` (one gradient step) and ``WeightAverage`` (Polyak averaging of the student's weights);
+- the bookkeeping: ``Schedule`` (when to log, evaluate and checkpoint), ``Checkpointer`` (a run's weights,
+  optimizers, memories and RNGs saved and restored by name) and ``score_card`` (return, % of teacher by the one
+  definition in ``evaluate.pct_of_teacher``).
+
+A method module imports these and reads top to bottom as its own idea.
+"""
+
+from __future__ import annotations
+
+import copy
+import numpy as np
+import torch
+
+from ..envs import EnvSpec, make_env
+from ..evaluate import EvalResult, agreement, check_fits, pct_of_teacher, random_returns
+from ..runs import (CheckpointError, Run, load_optimizer_arrays, load_policy, load_run_policy, optimizer_arrays,
+                    set_torch_rng_state, torch_rng_state)
+from ..teachers import teacher_path
+from ..trace import confusion
+
+# Rusu's tau 0.01 sharpens a DQN's Q-values into its argmax. A PPO teacher's logits are its policy: sharpening
+# throws away its second choices, and tau 1 copied MinAtar Asterix better at every student size measured
+# (docs/lab-notes/data/asterix_tau_probe.csv: 86.3% against 97.2% over four games at tau 0.01 and 1).
+DEFAULT_TAU = {"dqn": 0.01, "ppo": 1.0}
+
+
+def default_tau(teacher_card: dict) -> float:
+    """The KL temperature for a teacher whose config does not set one: by what its outputs are."""
+    return DEFAULT_TAU.get(str(teacher_card.get("algo", "dqn")), 0.01)
+
+
+def load_teacher(path: str):
+    """(policy, card, EnvSpec) of a teacher run folder or shipped teacher name. The policy must fit the env its run
+    folder records (a checkpoint of another game left in the folder is refused by name)."""
+    folder = teacher_path(path)
+    run = Run(folder)
+    card, config = run.card, run.config
+    if "env_spec" not in config:
+        raise ValueError(f"{folder}/config.json records no env_spec: {folder} is not a teacher run folder "
+                         "(train one with `workbench train`, or give a shipped teacher's name)")
+    env = EnvSpec.from_dict(config["env_spec"])
+    policy, _, _ = load_run_policy(folder)
+    check_fits(policy, env, f"the teacher in {folder}")
+    return policy, card, env
+
+
+# -- acting and labelling -----------------------------------------------------------------------------------------
+def epsilon_greedy(act_B: np.ndarray, n_actions: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """``act_B`` with each action replaced by a uniformly random one with probability ``epsilon``."""
+    return np.where(rng.random(len(act_B)) < epsilon, rng.integers(0, n_actions, len(act_B)), act_B)
+
+
+@torch.no_grad()
+def label_and_act(obs, teacher, rng: np.random.Generator, epsilon: float, student=None, beta: float = 1.0,
+                  student_greedy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(actions, teacher outputs) for a batch of states: the teacher is queried once per state, whoever acts.
+    Without a student the teacher acts (epsilon-greedy); with one, each env's action is the teacher's with
+    probability ``beta``, else the student's (Rusu: beta 1; student-driven: 0; DAgger-style: a schedule)."""
+    t_BA = teacher.logits(obs)
+    s_act = student.act(obs, greedy=student_greedy).numpy() if student is not None else None
+    t_act = epsilon_greedy(t_BA.argmax(-1).numpy(), t_BA.shape[-1], epsilon, rng)
+    if student is None:
+        return t_act, t_BA.numpy()
+    return np.where(rng.random(len(t_act)) < beta, t_act, s_act), t_BA.numpy()
+
+
+def collect_step(collector, teacher, rng: np.random.Generator, epsilon: float, student=None, beta: float = 1.0,
+                 student_greedy: bool = True) -> list[tuple[float, int]]:
+    """One vector step into the collector's memory, the teacher's outputs stored beside each state."""
+    labels: dict = {}
+
+    def act(obs):
+        actions, labels["teacher"] = label_and_act(obs, teacher, rng, epsilon, student, beta, student_greedy)
+        return actions
+
+    return collector.step(act, lambda obs: labels)
+
+
+@torch.no_grad()
+def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """n states from the teacher's own (epsilon-greedy) play on other seeds, with its outputs: a held-out set."""
+    envs, _ = make_env(env.env_id, 4, seed, **env.settings)
+    obs, _ = envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    states = []
+    while sum(len(s) for s in states) < n:
+        states.append(obs.copy())
+        obs, *_ = envs.step(epsilon_greedy(teacher.act(obs).numpy(), env.n_actions, epsilon, rng))
+    envs.close()
+    obs_N = torch.as_tensor(np.concatenate(states)[:n])
+    return obs_N, teacher.logits(obs_N)
+
+
+def measure_tau(loss: str, tau: float) -> float:
+    """The temperature the held-out KL is measured at: the one the student is trained towards under KL, else 1."""
+    return tau if loss == "kl" else 1.0
+
+
+def heldout(student, teacher, heldout_set: tuple[torch.Tensor, torch.Tensor], loss: str, tau: float) -> dict:
+    """Agreement and KL(teacher || student) on the held-out states."""
+    return agreement(student, teacher, heldout_set[0], measure_tau(loss, tau))
+
+
+# -- the update ---------------------------------------------------------------------------------------------------
+def fit(optimizer, loss_fn, student_logits: torch.Tensor, teacher_out: torch.Tensor) -> float:
+    """One gradient step of the distillation loss on a minibatch; returns the loss."""
+    loss = loss_fn(student_logits, teacher_out)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def student_update(student, optimizer, loss_fn, memory, batch_size: int, rng: np.random.Generator) -> float:
+    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
+    obs_B, extras = memory.sample_states(batch_size, rng)
+    return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights, updated after each optimizer step. The decay
+    warms up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so that the average does not hold on to the
+    random initial weights in a short run. ``model`` is the averaged copy, a network of the same spec."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema (the weight-average decay) must be in (0, 1), e.g. 0.999, got {decay!r}; "
+                             "0 turns the average off")
+        self.decay, self.n = decay, 0
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for avg, p in zip(self.model.parameters(), model.parameters()):
+            avg.lerp_(p, 1.0 - d)
+        for avg, b in zip(self.model.buffers(), model.buffers()):
+            avg.copy_(b)
+        self.n += 1
+
+
+# -- bookkeeping --------------------------------------------------------------------------------------------------
+class Schedule:
+    """When a run logs, evaluates and checkpoints: every ``N`` env steps per named event (0: never), counted from
+    the step the run (re)started at. ``due`` says whether an event is due at ``step`` and moves it on past it."""
+
+    def __init__(self, start: int, **every: int):
+        self.every = dict(every)
+        self.next = {name: start + n if n > 0 else None for name, n in every.items()}
+
+    def due(self, name: str, step: int, done: bool = False) -> bool:
+        nxt = self.next[name]
+        if nxt is None or step < nxt:
+            return done
+        while self.next[name] <= step:
+            self.next[name] += self.every[name]
+        return True
+
+
+class Checkpointer:
+    """A run's resume state, saved and restored by name: each network's weights as ``NAME.<state-dict key>``,
+    each optimizer's as ``NAME.<param index>.<state key>``, each memory's arrays as ``NAME.<array>``, the torch RNG
+    as ``torch_rng``; counters and the numpy RNG go to checkpoint.json. Names are split at the first dot, never
+    sliced off by length, so a new part of a run's state is one more name."""
+
+    def __init__(self, run: Run, nets: dict | None = None, optimizers: dict | None = None,
+                 memories: dict | None = None, rng: np.random.Generator | None = None):
+        self.run, self.rng = run, rng
+        self.nets, self.optimizers, self.memories = dict(nets or {}), dict(optimizers or {}), dict(memories or {})
+        names = [*self.nets, *self.optimizers, *self.memories]
+        if len(set(names)) != len(names) or any("." in n for n in names) or "torch_rng" in names:
+            raise ValueError(f"checkpoint part names must be distinct, dot-free and not 'torch_rng': {names}")
+
+    def save(self, counters: dict) -> None:
+        arrays, optim_meta = {"torch_rng": torch_rng_state()}, {}
+        for name, net in self.nets.items():
+            arrays.update({f"{name}.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()})
+        for name, opt in self.optimizers.items():
+            opt_arrays, optim_meta[name] = optimizer_arrays(opt, prefix=name)
+            arrays.update(opt_arrays)
+        for name, memory in self.memories.items():
+            arrays.update({f"{name}.{k}": v for k, v in memory.state_arrays().items()})
+        state = {**counters, "optimizers": optim_meta}
+        if self.rng is not None:
+            state["rng"] = self.rng.bit_generator.state
+        self.run.save_checkpoint(arrays, state)
+
+    def restore(self) -> dict | None:
+        """Load every part into its object; returns the counters (None when the run has no checkpoint)."""
+        if not self.run.has_checkpoint():
+            return None
+        arrays, state = self.run.load_checkpoint()
+        parts: dict[str, dict] = {}
+        for key, value in arrays.items():
+            name, _, rest = key.partition(".")
+            parts.setdefault(name, {})[rest] = value
+        missing = [n for n in [*self.nets, *self.optimizers, *self.memories] if n not in parts]
+        if missing:
+            raise CheckpointError(f"{self.run.file('checkpoint.safetensors')} holds no {', '.join(missing)} (it has "
+                                  f"{', '.join(sorted(parts))}): it was written by another kind of run")
+        for name, net in self.nets.items():
+            net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in parts[name].items()})
+        optim_meta = state.get("optimizers") or {"optim": state.get("optimizer")}  # one optimizer, older runs
+        for name, opt in self.optimizers.items():
+            load_optimizer_arrays(opt, arrays, optim_meta[name], prefix=name)
+        for name, memory in self.memories.items():
+            memory.load_state_arrays(parts[name])
+        if self.rng is not None:
+            self.rng.bit_generator.state = state["rng"]
+        set_torch_rng_state(arrays["torch_rng"])
+        return state
+
+
+def score_card(result: EvalResult, teacher: EvalResult, env: EnvSpec, episodes: int, seed: int) -> dict:
+    """The card's scores of a student against its teacher on the same seeds: return, % of teacher and which
+    definition of it the figure uses (``evaluate.pct_of_teacher``; a random policy is played on the same seeds only
+    where the definition needs it)."""
+    random = None
+    if teacher.mean <= 0:
+        random = random_returns(env.env_id, env.n_actions, episodes, seed, env.settings).mean
+    pct, kind = pct_of_teacher(result.mean, teacher.mean, random)
+    out = {**result.summary("return"), "returns": result.returns.tolist(), "teacher_return_mean": teacher.mean,
+           "teacher_return_std": teacher.std, "pct_of_teacher": pct, "pct_of_teacher_kind": kind}
+    if random is not None:
+        out["random_return_mean"] = random
+    return out
+
+
+@torch.no_grad()
+def confusion_on_heldout(student_run, n_states: int = 2_000, seed: int = 20_000, epsilon: float = 0.05):
+    """([A, A] counts of teacher action x student action, action names) on fresh teacher-driven states.
+    ``student_run`` is a distillation run folder; its config names the teacher."""
+    student_run = teacher_path(student_run)
+    run = Run(student_run)
+    if "teacher" not in run.config:
+        raise ValueError(f"{student_run} is not a distillation run (its config names no teacher)")
+    teacher, _, spec = load_teacher(run.config["teacher"])
+    student = load_policy(student_run)
+    check_fits(student, spec, f"the student in {student_run}")
+    obs_N, t_NA = teacher_states(teacher, spec, n_states, seed, epsilon)
+    s_NA = student.logits(obs_N)
+    return confusion(t_NA.argmax(-1).numpy(), s_NA.argmax(-1).numpy(), spec.n_actions), list(spec.action_meanings)
