@@ -77,3 +77,22 @@ def test_nature_cnn_channels_last_path_gives_the_nchw_numbers_and_gradients():
         grads.append(net.trunk[0].weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
     assert net.trunk[0].weight.is_contiguous()  # weights keep their layout: checkpoints are unchanged
+
+
+def test_compression_figure_draws_the_committed_table_beside_live_students():
+    import pandas as pd
+
+    from workbench import plots
+    from workbench.results import DATA
+
+    committed = pd.read_csv(DATA / "more_data_table_100ep.csv")
+    live = pd.DataFrame([{"loss": "kl", "beta": "1", "student_net": "net3", "compression": 0.0366,
+                          "pct_of_teacher": 100.0}])
+    fig = plots.compression_figure(live, reference=committed)
+    lines = [d for d in fig.data if d.legendgroup == "committed"]
+    games = committed[~committed.game.str.startswith("geometric")]
+    assert len(lines) == len(games) and sum(bool(d.showlegend) for d in lines) == 1
+    asterix = next(d for d in lines if "minatar-asterix" in d.text)
+    row = games[games.game == "minatar-asterix"].iloc[0]
+    assert list(asterix.y) == [row.net3, row.tiny] and asterix.x[0] > asterix.x[1]
+    assert len(plots.compression_figure(live).data) == len(fig.data) - len(lines)

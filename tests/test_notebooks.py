@@ -93,7 +93,8 @@ def test_parameter_values_parse_and_type_check():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("False") is False
     assert parse_value("[1, 2]") == [1, 2] and parse_value("net3") == "net3"
     nb = NOTEBOOKS / "02_distill.ipynb"
-    assert check_parameters(nb, {"tau": 1}) == {"tau": 1.0}
+    assert check_parameters(NOTEBOOKS / "06_multitask_distillation.ipynb", {"width": 1}) == {"width": 1.0}
+    assert check_parameters(nb, {"tau": 1.0}) == {"tau": 1.0}  # None by default: the teacher's temperature
     with pytest.raises(ParameterError, match="'total_steps' .* must be int"):
         check_parameters(nb, {"total_steps": "many"})
     with pytest.raises(ParameterError, match="has no parameter 'lr'.*total_steps"):

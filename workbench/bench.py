@@ -8,8 +8,11 @@ import time
 import numpy as np
 
 from .collect import Collector
+from .distill.engine import collect_step, load_teacher, student_update
+from .distill.losses import get_loss
 from .envs import make_env, random_steps_per_second
 from .memory import ReplayMemory
+from .nets import build, make_spec, preset_spec
 
 
 def collector_steps_per_second(env_id: str, n_envs: int, steps: int, seed: int = 0) -> float:
@@ -71,9 +74,6 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     torch loop that trains the same student on the same batches, pre-made as tensors, in the same process."""
     import torch
 
-    from .distill.engine import collect_step, load_teacher, student_update
-    from .distill.losses import get_loss
-    from .nets import build, preset_spec
 
     teacher, _, spec = load_teacher(teacher)
     envs, _ = make_env(spec.env_id, 8, seed, **spec.settings)
@@ -134,7 +134,6 @@ def nature_cnn_layout_ratio(batch_size: int = 256, chunks: int = 6, chunk: int =
     input to oneDNN's convs) over the same net fed plain NCHW, on the same batch, alternating in ABBA chunks."""
     import torch
 
-    from .nets import build, make_spec
 
     spec = make_spec((4, 84, 84), 6, width=1.0, value_head=True)
     obs_B = torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config import check_params as check_config
+
 _STATE = {"interactive": True}
 
 
@@ -53,7 +55,6 @@ def check_params(config=None, /, **params) -> None:
     config itself (type and choices: one source); ``check_params(out_dir=(out_dir, str))`` checks the notebook's own
     parameters against the types given."""
     if config is not None:
-        from .config import check_params as check_config
 
         check_config(config, **params)
         return

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from .nets import PRESET_FRACTIONS
 from .results import wide
+from .trace import agent_view
 
 # Rusu et al. 2016, geometric mean of student score as % of teacher over 10 Atari games (ANCHORS.md).
 RUSU_POINTS = pd.DataFrame({"net": ["net1", "net2", "net3"], "compression": [0.253, 0.0669, 0.0366],
@@ -31,8 +33,12 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def compression_figure(results: pd.DataFrame, title: str = "Compression vs performance") -> go.Figure:
-    """x: student params / teacher params (log); y: % of teacher, mean and std over seeds; one trace per loss."""
+def compression_figure(results: pd.DataFrame, title: str = "Compression vs performance",
+                       reference: pd.DataFrame | None = None) -> go.Figure:
+    """x: student params / teacher params (log); y: % of teacher, mean and std over seeds; one trace per loss.
+    ``reference``: the committed per-game table (``results.more_data_table`` or its CSV: a row per game, net3 and
+    tiny columns of % of teacher over seeds) drawn beside them, one faint line per game, so that a few live students
+    are seen against where size costs on every shipped teacher."""
     df = results.dropna(subset=["pct_of_teacher"]).copy()
     df["method"] = [method_label(loss, beta) for loss, beta in zip(df["loss"], df.get("beta", ["1"] * len(df)))]
     agg = (df.groupby(["method", "loss", "student_net", "compression"], dropna=False)["pct_of_teacher"]
@@ -53,6 +59,16 @@ def compression_figure(results: pd.DataFrame, title: str = "Compression vs perfo
     fig.add_trace(go.Scatter(x=RUSU_POINTS["compression"], y=RUSU_POINTS["pct_of_teacher"], mode="markers+text",
                              name="Rusu et al. 2016 (Atari, geo. mean)", text=RUSU_POINTS["net"],
                              textposition="top center", marker=dict(symbol="star", size=12, color="gray")))
+    if reference is not None:
+        games = reference[~reference["game"].astype(str).str.startswith("geometric")]
+        for k, (_, row) in enumerate(games.iterrows()):
+            nets = [n for n in ("net3", "tiny") if n in row and pd.notna(row[n])]
+            fig.add_trace(go.Scatter(
+                x=[PRESET_FRACTIONS[n] for n in nets], y=[row[n] for n in nets], mode="lines+markers+text",
+                name="committed per-game table (3 seeds, 100 episodes)", legendgroup="committed", showlegend=k == 0,
+                text=["", row["game"]], textposition="middle right", textfont=dict(size=9, color="gray"),
+                line=dict(color="lightgray", width=1), marker=dict(size=6, color="darkgray"),
+                hovertemplate=f"{row['game']}, %{{x:.1%}} of teacher params: %{{y:.1f}}% of return<extra></extra>"))
     fig.add_hline(y=100, line=dict(color="gray", dash="dash"), annotation_text="teacher")
     fig.update_layout(title=title, xaxis=dict(title="student params / teacher params", type="log", tickformat=".1%"),
                       yaxis=dict(title="% of teacher return"), template="plotly_white")
@@ -97,7 +113,6 @@ def episode_figure(trace, t: int) -> go.Figure:
     """One static picture of frame t: the screen, the agent's view, both policies' bars and the timeline."""
     from plotly.subplots import make_subplots
 
-    from .trace import agent_view
 
     names = list(trace.action_names)
     fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 3}, None, None]],

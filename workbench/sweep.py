@@ -16,6 +16,7 @@ import pandas as pd
 
 from .agents.common import BOOKKEEPING, saved_config
 from .distill.loop import distill, distill_config
+from .distill.loop import load_teacher, student_spec_for
 from .nets import NetSpec, format_layers, size_tag
 from .plots import compression_figure, method_label
 from .runs import atomic_write_bytes
@@ -57,7 +58,6 @@ def _refuse_another_config(out: Path, config) -> None:
 
 def check_shapes(jobs: list[dict], preset: str, overrides: dict) -> None:
     """A shape that does not fit its size preset fails before any run starts, not after hours of the others."""
-    from .distill.loop import load_teacher, student_spec_for
 
     specs = {}
     for job in jobs:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .envs import EnvSpec, make_single_env
+from .envs import EnvSpec, _ale_game, make_single_env
 from .evaluate import check_fits
-from .runs import atomic_write_bytes
+from .runs import CheckpointError, atomic_write_bytes
+from .teachers import load
 
 TRACE_FORMAT = "workbench-trace/1"
 # Colours for MinAtar channels (one per object type), close to MinAtar's own cubehelix display.
@@ -59,7 +60,6 @@ class SingleEnv:
     def _init_ale(self, s: dict, seed: int) -> None:
         import ale_py
 
-        from .envs import _ale_game
 
         self.s = s
         self.ale = ale_py.ALEInterface()
@@ -243,7 +243,6 @@ class Trace:
     def load(cls, path: str | Path) -> "Trace":
         from safetensors import safe_open
 
-        from .runs import CheckpointError
 
         path = Path(path)
         if not path.exists():
@@ -265,7 +264,6 @@ class Trace:
 
 def _as_policy(p):
     """A Policy as is; a run folder or shipped name loaded."""
-    from .teachers import load
 
     return load(p) if isinstance(p, (str, Path)) else p
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import plots
+from .config import _plain, choices, convert, field_docs, hints
+from .distill.loop import DistillConfig, distill, distill_config
+from .nets import size_tag
+from .teachers import list_teachers
 from .trace import Trace, agent_view, branch, saliency, upscale
 from .video import bars_image, timeline_image
 
@@ -158,7 +162,6 @@ def config_widget(cls, name: str, value, style: dict, options: list | None = Non
     docstring the tooltip. An optional field is a text box whose empty value means None (the config's default)."""
     import ipywidgets as W
 
-    from .config import _plain, choices, field_docs, hints
 
     hint, optional = _plain(hints(cls)[name])
     common = {"description": name.replace("_", " "), "tooltip": field_docs(cls).get(name, ""), "style": style}
@@ -176,7 +179,6 @@ def config_widget(cls, name: str, value, style: dict, options: list | None = Non
 
 def config_value(cls, name: str, widget):
     """A form field's value as config field ``name`` takes it (text converted by the field's type)."""
-    from .config import _plain, convert, hints
 
     hint, optional = _plain(hints(cls)[name])
     value = widget.value
@@ -201,8 +203,6 @@ class DistillForm:
     def __init__(self, out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, **values):
         import ipywidgets as W
 
-        from .distill.loop import DistillConfig, distill_config
-        from .teachers import list_teachers
 
         unknown = set(values) - set(self.FIELDS)
         if unknown:
@@ -224,7 +224,6 @@ class DistillForm:
         self.card, self.out = None, None
 
     def values(self) -> dict:
-        from .distill.loop import DistillConfig
 
         return {name: config_value(DistillConfig, name, w) for name, w in self.fields.items()}
 
@@ -236,8 +235,6 @@ class DistillForm:
     def run(self) -> dict:
         from pathlib import Path
 
-        from .distill.loop import distill, distill_config
-        from .nets import size_tag
 
         v = self.values()
         self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['student_layers'])}-{v['loss']}-s{v['seed']}"
