@@ -2,6 +2,7 @@
 before anything is written; nothing already written is changed."""
 
 import hashlib
+import json
 import resource
 import shutil
 import signal
@@ -165,3 +166,32 @@ def test_a_read_only_folder_ends_in_one_line_naming_it(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(locked / "run") in lines[0] and "cannot write" in lines[0], done.stderr
     assert list(locked.iterdir()) == []
+
+
+def test_a_checkpoint_from_before_the_first_update_resumes(capsys, tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", "cartpole", "--preset", "smoke", "--preset-net", "tiny", "--quiet", "--out", str(out),
+            "--learning-starts", "512", "--checkpoint-every", "128"]
+    assert main(args + ["--total-steps", "256"]) == 0  # its optimizer has taken no step: no optimizer tensors saved
+    (out / "card.json").unlink()
+    assert main(args + ["--total-steps", "1024", "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "card.json").read_text())["updates"] > 0
+
+
+def test_a_resume_keeps_the_defaults_its_run_settled(capsys, tmp_path):
+    """A run made when the default temperature was 0.01 resumes without --tau: a changed default is not another
+    recipe. Asking for another temperature is refused, naming both values."""
+    out = tmp_path / "run"
+    args = ["distill", "--teacher", "cartpole", "--preset", "smoke", "--preset-net", "tiny", "--quiet", "--out", str(out)]
+    assert main(args + ["--tau", "0.01", "--total-steps", "512"]) == 0
+    (out / "card.json").unlink()
+    refused(capsys, args + ["--tau", "1", "--total-steps", "1024", "--resume"], "another tau", "0.01 there, 1.0 now")
+    assert main(args + ["--total-steps", "1024", "--resume"]) == 0
+    assert json.loads((out / "card.json").read_text())["tau"] == 0.01
+
+
+def test_set_cannot_slip_another_student_size_past_its_flags(capsys, tmp_path):
+    for field in ("student_net=net1", "student_width=0.5", "student_layers=8:16"):
+        refused(capsys, ["distill", "--teacher", "cartpole", "--preset", "smoke", "--out", str(tmp_path / "x"),
+                         "--set", field], "--set", "FIELD one of")
+    assert not (tmp_path / "x").exists()

@@ -161,6 +161,11 @@ def test_sweep_cli_takes_a_temperature_and_will_not_reuse_runs_of_another_recipe
     # A finished run at tau 1 is not a tau 0.01 result: the sweep says so instead of skipping it.
     assert main(args + ["--tau", "0.01"]) == 2
     assert re.search(r"tau 1\.0.*tau 0\.01.*own --out", capsys.readouterr().err)
+    # and a finished run at tau 0.01 is not this teacher's default (1): the default is settled before comparing
+    assert main(args[:-1] + [str(tmp_path / "t001"), "--tau", "0.01"]) == 0
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "t001")]) == 2
+    assert re.search(r"tau 0\.01.*tau 1\.0.*own --out", capsys.readouterr().err)
     # Nor is a run that saw another number of env steps (the folder name does not carry it either).
     steps = pd.read_csv(tmp_path / "results.csv").env_steps.item()
     assert main(args + ["--tau", "1", "--total-steps", str(2 * steps)]) == 2

@@ -221,3 +221,19 @@ def test_student_share_picks_the_widest_trunk_within_that_share_of_the_teachers(
     with pytest.raises(ValueError, match="between 0 and 1"):
         width_for_share(names, 1.5)
     assert main(["distill-multitask", "--teachers", *names, "--student", "0.1", "--width", "2", "--out", "x"]) == 2
+
+
+def test_realtime_times_have_no_target_where_the_teacher_is_no_better_than_random():
+    from workbench.distill.realtime import times_to_threshold
+
+    rows = [{"phase": "realtime", "teacher_return": -500.0, "teacher_seconds": 1.0, "net3/return": -480.0,
+             "net3/seconds": 2.0}]
+    times = times_to_threshold(rows, 0.95, random_return=-500.0)
+    assert times["target_return"] is None and times["net3"]["time_to_95_realtime"] is None
+    # an Acrobot teacher that learnt: 95% of the way from random play to it
+    rows[0]["teacher_return"] = -100.0
+    rows.append({"phase": "realtime", "teacher_return": -100.0, "teacher_seconds": 3.0, "net3/return": -110.0,
+                 "net3/seconds": 4.0})
+    times = times_to_threshold(rows, 0.95, random_return=-500.0)
+    assert times["target_return"] == pytest.approx(-120.0) and times["net3"]["time_to_95_realtime"] == 4.0
+    assert RealtimeConfig(students=["net3"]).students == ("net3",)

@@ -74,7 +74,6 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     torch loop that trains the same student on the same batches, pre-made as tensors, in the same process."""
     import torch
 
-
     teacher, _, spec = load_teacher(teacher)
     envs, _ = make_env(spec.env_id, 8, seed, **spec.settings)
     obs, _ = envs.reset(seed=seed)
@@ -133,7 +132,6 @@ def nature_cnn_layout_ratio(batch_size: int = 256, chunks: int = 6, chunk: int =
     """Training steps/s of a Nature CNN (PPO's actor-critic, Pong's 6 actions) as ``Policy`` runs it (channels-last
     input to oneDNN's convs) over the same net fed plain NCHW, on the same batch, alternating in ABBA chunks."""
     import torch
-
 
     spec = make_spec((4, 84, 84), 6, width=1.0, value_head=True)
     obs_B = torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8,

@@ -90,7 +90,9 @@ def cmd_distill(args) -> int:
     if "student_width" in given and ("student_net" in given or "student_layers" in given):
         raise ValueError("give a student size either as --preset-net (with --layers for its shape), --layers or "
                          "--width, not --width with the others")
-    extra = parse_overrides(DistillConfig, args.set, fixed=("teacher", "preset"))
+    # The student's size is settled from its own flags below: --set may not slip another size past that.
+    extra = parse_overrides(DistillConfig, args.set, fixed=("teacher", "preset", "student_net", "student_width",
+                                                          "student_layers", "student_family"))
     twice = sorted(set(extra) & set(given))
     if twice:
         raise ValueError(f"{', '.join(twice)} given twice, as a flag and with --set; give each once")
@@ -321,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
     s.add_argument("--total-steps", type=int, default=None)
     s.add_argument("--tau", type=float, default=None,
-                   help="KL temperature on the teacher (default 0.01, Rusu's; ~1 for PPO teachers)")
+                   help="KL temperature on the teacher (default: by the teacher, 1 for a PPO policy's logits, 0.01 "
+                        "for DQN Q-values)")
     s.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     s.add_argument("--layers", nargs="+", default=None, metavar="NET=CONV:HIDDEN",
                    help="a size preset's own shape at its size, e.g. tiny=8:16 net3=12:24 (within 15%% of its "
@@ -396,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # disk full, read-only folder, permission: what failed, where, and the last good state
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"workbench {args.command}: error: cannot write{where}: {exc.strerror or exc}; free space or choose a "
-              "writable --out (a run's last checkpoint is left as it was: --resume continues it)", file=sys.stderr)
+        print(f"workbench {args.command}: error: cannot write or read{where}: {exc.strerror or exc}; free space, or "
+              "choose a writable --out (a run's last checkpoint is left as it was: --resume continues it)",
+              file=sys.stderr)
         return 2
 
 

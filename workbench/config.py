@@ -109,6 +109,10 @@ def check(config, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] 
     for name, hint in hints(cls).items():
         if name in {f.name for f in dataclasses.fields(cls)} and not _fits(getattr(config, name), hint):
             raise ConfigError(f"{name} ({flag(cls, name)}) must be {_describe(hint)}, got {getattr(config, name)!r}")
+    for name in ("seed", "eval_seed"):  # envs take seeds below 2**31 (ale-py seeds its envs seed, seed + 1, ... as C ints)
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not 0 <= value < 2**31 - 2**16:
+            raise ConfigError(f"{name} ({flag(cls, name)}) must be 0 or more and below 2**31 - 65536, got {value!r}")
     for names, ok, what in ((positive, lambda v: v > 0, "above 0"), (non_negative, lambda v: v >= 0, "0 or more"),
                             (probability, lambda v: 0 <= v <= 1, "between 0 and 1")):
         for name in names:

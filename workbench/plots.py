@@ -113,7 +113,6 @@ def episode_figure(trace, t: int) -> go.Figure:
     """One static picture of frame t: the screen, the agent's view, both policies' bars and the timeline."""
     from plotly.subplots import make_subplots
 
-
     names = list(trace.action_names)
     fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 3}, None, None]],
                         subplot_titles=["as a human sees it", "as the agent sees it", "action probabilities",

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from .agents.common import BOOKKEEPING, saved_config
-from .distill.loop import distill, distill_config
-from .distill.loop import load_teacher, student_spec_for
+from .distill.engine import default_tau, load_teacher
+from .distill.loop import distill, distill_config, student_spec_for
 from .nets import NetSpec, format_layers, size_tag
 from .plots import compression_figure, method_label
 from .runs import atomic_write_bytes
+from .teachers import teacher_card
 
 CARD_FIELDS = ["teacher", "env_id", "student_net", "teacher_params", "student_params", "compression", "loss", "tau",
                "beta", "ema", "seed", "frames", "env_steps", "updates", "teacher_queries", "wall_seconds", "return_mean",
@@ -78,6 +79,8 @@ def run_job(job: dict, preset: str, overrides: dict) -> dict:
     out = Path(job["out"])
     config = distill_config(preset, job["teacher"], student_net=job["net"], student_layers=job.get("layers"),
                             loss=job["loss"], seed=job["seed"], beta=job.get("beta", "1"), **overrides)
+    if config.tau is None:  # the teacher's default, settled before a finished run is compared with this recipe
+        config = dataclasses.replace(config, tau=default_tau(teacher_card(job["teacher"])))
     if (out / "card.json").exists():
         _refuse_another_config(out, config)
         return json.loads((out / "card.json").read_text())

@@ -60,7 +60,6 @@ class SingleEnv:
     def _init_ale(self, s: dict, seed: int) -> None:
         import ale_py
 
-
         self.s = s
         self.ale = ale_py.ALEInterface()
         self.ale.setLoggerMode(ale_py.LoggerMode.Error)
@@ -242,7 +241,6 @@ class Trace:
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
         from safetensors import safe_open
-
 
         path = Path(path)
         if not path.exists():

@@ -162,7 +162,6 @@ def config_widget(cls, name: str, value, style: dict, options: list | None = Non
     docstring the tooltip. An optional field is a text box whose empty value means None (the config's default)."""
     import ipywidgets as W
 
-
     hint, optional = _plain(hints(cls)[name])
     common = {"description": name.replace("_", " "), "tooltip": field_docs(cls).get(name, ""), "style": style}
     opts = choices(hint)
@@ -203,7 +202,6 @@ class DistillForm:
     def __init__(self, out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, **values):
         import ipywidgets as W
 
-
         unknown = set(values) - set(self.FIELDS)
         if unknown:
             raise TypeError(f"DistillForm has no field(s) {sorted(unknown)}; its fields: {', '.join(self.FIELDS)}")
@@ -234,7 +232,6 @@ class DistillForm:
 
     def run(self) -> dict:
         from pathlib import Path
-
 
         v = self.values()
         self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['student_layers'])}-{v['loss']}-s{v['seed']}"

@@ -13,7 +13,7 @@ import torch
 
 from ..envs import EnvSpec
 from ..evaluate import evaluate
-from ..runs import Run, machine, save_policy
+from ..runs import Run, machine, read_json, save_policy
 
 
 
@@ -93,6 +93,18 @@ BOOKKEEPING = ("checkpoint_every", "log_every")
 RESUMABLE = ("total_steps", "steps_per_game") + BOOKKEEPING
 
 
+def resumed_defaults(out: str | Path, config, resume: bool, fields: tuple[str, ...] = ("lr", "tau")):
+    """``config`` with the defaults a resumed run settled for itself: a field left None (the step size, the
+    temperature) takes the value its config.json recorded, so that a later change of default never turns a resume
+    into another recipe."""
+    path = Path(out) / "config.json"
+    if not resume or not path.exists():
+        return config
+    saved = read_json(path)
+    return dataclasses.replace(config, **{f: saved[f] for f in fields
+                                         if hasattr(config, f) and getattr(config, f) is None and f in saved})
+
+
 def open_run(out: str | Path, config, spec: EnvSpec | None, resume: bool, **extra) -> Run:
     """The run folder for ``config``, after ``check_out``; a resumed run must have been made with the same config
     (but for ``RESUMABLE`` fields), else it is refused by name. Writes config.json (with ``extra`` beside it)."""
@@ -104,8 +116,10 @@ def open_run(out: str | Path, config, spec: EnvSpec | None, resume: bool, **extr
         mine = {**dataclasses.asdict(config), **extra}
         differ = {k for k in mine if k not in RESUMABLE and saved.get(k) != _jsonish(mine[k])}
         if differ:
+            said = "; ".join(f"{k}: {saved.get(k)!r} there, {_jsonish(mine[k])!r} now" for k in sorted(differ))
             raise ValueError(f"--resume of {out} with another recipe than its config.json records (another "
-                             f"{', '.join(sorted(differ))}); resume with the same settings, or give this run another --out")
+                             f"{', '.join(sorted(differ))}: {said}); resume with the same settings, or give this run "
+                             "another --out")
     run.write_config(config, **extra)
     return run
 

@@ -26,15 +26,19 @@ from ..runs import (CheckpointError, Run, load_optimizer_arrays, load_policy, lo
 from ..teachers import teacher_path
 from ..trace import confusion
 
-# Rusu's tau 0.01 sharpens a DQN's Q-values into its argmax. A PPO teacher's logits are its policy: sharpening
-# throws away its second choices, and tau 1 copied MinAtar Asterix better at every student size measured
-# (docs/lab-notes/data/asterix_tau_probe.csv: 86.3% against 97.2% over four games at tau 0.01 and 1).
-DEFAULT_TAU = {"dqn": 0.01, "ppo": 1.0}
+# Rusu's tau 0.01 sharpens a DQN's Q-values into its argmax. A policy's logits (a PPO teacher's, or a distilled
+# student's used as a teacher) are its policy: sharpening throws away its second choices, and tau 1 copied MinAtar
+# Asterix better at every student size measured (docs/lab-notes/data/asterix_tau_probe.csv: 86.3% against 97.2% over
+# four games at tau 0.01 and 1).
+DEFAULT_TAU = {"q": 0.01, "pi": 1.0}
+KIND_OF_ALGO = {"dqn": "q", "ppo": "pi"}
 
 
 def default_tau(teacher_card: dict) -> float:
-    """The KL temperature for a teacher whose config does not set one: by what its outputs are."""
-    return DEFAULT_TAU.get(str(teacher_card.get("algo", "dqn")), 0.01)
+    """The KL temperature for a teacher whose config does not set one: by what its outputs are (the card's
+    ``kind``: Q-values or policy logits; an algorithm's where an older card has none)."""
+    kind = teacher_card.get("kind") or KIND_OF_ALGO.get(str(teacher_card.get("algo")), "q")
+    return DEFAULT_TAU[kind]
 
 
 def load_teacher(path: str):
@@ -203,10 +207,12 @@ class Checkpointer:
         for key, value in arrays.items():
             name, _, rest = key.partition(".")
             parts.setdefault(name, {})[rest] = value
-        missing = [n for n in [*self.nets, *self.optimizers, *self.memories] if n not in parts]
+        # An optimizer saved before its first step has no tensors yet; nets and memories always have some.
+        missing = [n for n in [*self.nets, *self.memories] if n not in parts]
         if missing:
             raise CheckpointError(f"{self.run.file('checkpoint.safetensors')} holds no {', '.join(missing)} (it has "
-                                  f"{', '.join(sorted(parts))}): it was written by another kind of run")
+                                  f"{', '.join(sorted(parts))}): it was not written by this kind of run; resume it "
+                                  "with the command that made it, or give this run another --out")
         for name, net in self.nets.items():
             net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in parts[name].items()})
         optim_meta = state.get("optimizers") or {"optim": state.get("optimizer")}  # one optimizer, older runs
@@ -220,12 +226,12 @@ class Checkpointer:
         return state
 
 
-def score_card(result: EvalResult, teacher: EvalResult, env: EnvSpec, episodes: int, seed: int) -> dict:
+def score_card(result: EvalResult, teacher: EvalResult, env: EnvSpec, episodes: int, seed: int,
+               random: float | None = None) -> dict:
     """The card's scores of a student against its teacher on the same seeds: return, % of teacher and which
     definition of it the figure uses (``evaluate.pct_of_teacher``; a random policy is played on the same seeds only
-    where the definition needs it)."""
-    random = None
-    if teacher.mean <= 0:
+    where the definition needs it, unless its mean return ``random`` is given)."""
+    if teacher.mean <= 0 and random is None:
         random = random_returns(env.env_id, env.n_actions, episodes, seed, env.settings).mean
     pct, kind = pct_of_teacher(result.mean, teacher.mean, random)
     out = {**result.summary("return"), "returns": result.returns.tolist(), "teacher_return_mean": teacher.mean,

@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from ..agents.common import open_run, progress, resume_seed, seed_everything
+from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import Collector
 from ..config import ConfigError, Preset, check, with_preset
 from ..envs import make_env
@@ -53,8 +53,8 @@ class DistillConfig:
     preset: Preset = "demo"
     """Which preset filled the defaults: smoke, demo or full."""
     student_net: StudentNet | None = "net3"
-    """Student size as Rusu's share of the teacher (net1 25%, net2 7%, net3 4%, tiny 1.7%); None to size it by
-    student_width or student_layers alone."""
+    """Student size as Rusu's share of the teacher (net1 25%, net2 7%, net3 4%, tiny 1.7%); given --width or
+    --layers alone, those size the student instead."""
     student_width: float = 0.25
     """Width multiplier of the family's base net, used when student_net is None."""
     student_family: Family | None = None
@@ -199,7 +199,9 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     teacher.eval()
     s_spec = student_spec_for(config, teacher.spec)
     check_actions(s_spec.n_actions, teacher.n_actions)
-    # Defaults that depend on the teacher or the student are settled here, so the run's config.json records them.
+    # Defaults that depend on the teacher or the student are settled here, so the run's config.json records them
+    # (a resumed run keeps those it settled).
+    config = resumed_defaults(out, config, resume)
     config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
                                  tau=config.tau or default_tau(teacher_card))
     student = build(s_spec, "pi", seed=config.seed)
@@ -286,7 +288,8 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     unaveraged = {}
     if average:  # the final raw weights on the same seeds: a paired measure of what the average changed
         raw = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-        raw_scores = score_card(raw, t_eval, env, config.eval_episodes, config.eval_seed)
+        raw_scores = score_card(raw, t_eval, env, config.eval_episodes, config.eval_seed,
+                                scores.get("random_return_mean"))
         unaveraged = {"ema_updates": average.n, "unaveraged": {
             **raw.summary("return"), "pct_of_teacher": raw_scores["pct_of_teacher"],
             **heldout(student, teacher, held, config.loss, config.tau)}}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..agents.common import open_run, progress, resume_seed, seed_everything
+from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import Collector
 from ..config import ConfigError, Preset, check, with_preset
 from ..envs import make_env
@@ -34,7 +34,7 @@ from ..evaluate import evaluate, geometric_mean_pct
 from ..memory import ReplayMemory
 from ..nets import NetSpec, Policy, _trunk, make_spec
 from ..runs import CheckpointError, _atomic_save_arrays, _read_safetensors, machine
-from .engine import (DEFAULT_TAU, Checkpointer, Schedule, collect_step, fit, heldout, load_teacher, score_card,
+from .engine import (Checkpointer, Schedule, collect_step, default_tau, fit, heldout, load_teacher, score_card,
                      teacher_states)
 from .loop import Loss, default_lr
 from .losses import get_loss
@@ -179,6 +179,7 @@ class MultitaskConfig:
     """Env steps per game between resume checkpoints."""
 
     def __post_init__(self):
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
         check(self, positive=("width", "head_units", "tau", "steps_per_game", "n_envs", "memory_per_game", "batch_size",
                               "lr", "updates_per_step", "heldout_size", "log_every", "eval_episodes",
                               "checkpoint_every"),
@@ -262,7 +263,9 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     for t in teachers:
         t.eval()
     student = build_student(teachers, specs, config.width, config.head_units, config.seed)
-    # Defaults that depend on the teachers or the student are settled here, so the run's config.json records them.
+    # Defaults that depend on the teachers or the student are settled here, so the run's config.json records them
+    # (a resumed run keeps those it settled).
+    config = resumed_defaults(out, config, resume)
     config = dataclasses.replace(config, lr=config.lr or default_lr(student.trunk_spec.family),
                                  tau=config.tau or teachers_tau(cards))
     loss_fn = get_loss(config.loss, config.tau)
@@ -355,7 +358,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
 
 def teachers_tau(cards: list[dict]) -> float:
     """The one temperature for teachers whose outputs are of one kind; teachers of both kinds need --tau."""
-    taus = {DEFAULT_TAU.get(str(c.get("algo")), 0.01) for c in cards}
+    taus = {default_tau(c) for c in cards}
     if len(taus) > 1:
         raise ConfigError("these teachers mix DQN Q-values and PPO logits, which want different temperatures "
                           "(0.01 and 1); give one with --tau")

@@ -41,7 +41,7 @@ from ..envs import make_env
 from ..evaluate import evaluate, pct_of_teacher, random_returns, threshold_return
 from ..nets import build, preset_spec
 from ..runs import Run, atomic_write_bytes, machine, save_policy
-from .engine import DEFAULT_TAU, fit, heldout, load_teacher, teacher_states
+from .engine import DEFAULT_TAU, KIND_OF_ALGO, fit, heldout, load_teacher, teacher_states
 from .loop import Loss, StudentNet, default_lr, distill, distill_config
 from .losses import get_loss
 
@@ -102,6 +102,7 @@ class RealtimeConfig:
     """Share of the final teacher's return a student must reach (by evaluate.pct_of_teacher's definition)."""
 
     def __post_init__(self):
+        object.__setattr__(self, "students", tuple(self.students))  # a list from Python or a notebook is fine
         check(self, positive=("teacher_steps", "teacher_width", "tau", "lr", "batch_size", "memory_size",
                               "updates_per_state", "eval_points", "eval_episodes", "final_eval_episodes",
                               "distill_steps", "threshold"),
@@ -111,6 +112,9 @@ class RealtimeConfig:
         if self.eval_episodes > 10:
             raise ConfigError(f"eval_episodes (--eval-episodes) must be 1 to 10 (the baseline's points use 10 seeds), "
                               f"got {self.eval_episodes}")
+        if self.memory_size < self.batch_size:
+            raise ConfigError(f"memory_size (--memory-size) {self.memory_size} is smaller than a batch "
+                              f"(--batch-size {self.batch_size}): the students would never update")
         if self.threshold > 1:
             raise ConfigError(f"threshold (--threshold) is a share of the teacher's return, at most 1, got "
                               f"{self.threshold}")
@@ -146,9 +150,19 @@ class _Student:
     losses: list = field(default_factory=list)
 
 
-def _first_reach(points: list[tuple[float, float]], target: float) -> float | None:
-    """First clock reading of (clock, return) points at which return >= target."""
-    return next((clock for clock, ret in points if ret >= target), None)
+def _first_reach(points: list[tuple[float, float]], target: float | None) -> float | None:
+    """First clock reading of (clock, return) points at which return >= target (None without a target)."""
+    return None if target is None else next((clock for clock, ret in points if ret >= target), None)
+
+
+def _target(threshold: float, teacher_return: float, random_return: float | None) -> float | None:
+    """``threshold`` of the teacher's return by evaluate.pct_of_teacher's definition; None where the teacher plays
+    no better than random (or, on a card from before random returns were kept, its return is not positive): there is
+    then no time to reach, rather than a failed run."""
+    try:
+        return threshold_return(threshold, teacher_return, random_return)
+    except ValueError:
+        return None
 
 
 def times_to_threshold(rows: list[dict], threshold: float = 0.95, random_return: float | None = None) -> dict:
@@ -158,7 +172,7 @@ def times_to_threshold(rows: list[dict], threshold: float = 0.95, random_return:
     The target comes from the same episodes as the points it is compared with: a 30-episode final mean against
     10-episode points would make a student that plays exactly like its teacher miss by noise alone."""
     live = [r for r in rows if r.get("phase") == "realtime" and r.get("teacher_return") is not None]
-    target = threshold_return(threshold, live[-1]["teacher_return"], random_return)
+    target = _target(threshold, live[-1]["teacher_return"], random_return)
     names = sorted({k.split("/")[0] for r in rows for k in r if k.endswith("/return") and k != "teacher_return"})
     # No student can reach the target before the teacher itself plays that well: the teacher's own first reading
     # at the target bounds the real-time clock from below (a student that copied it instantly and for free).
@@ -186,7 +200,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         what = "a finished real-time run" if (out / "card.json").exists() else "an earlier run or other files"
         raise FileExistsError(f"{out} already holds {what}: a teacher and its students learn together and cannot be "
                               "resumed separately; choose another --out (or delete the folder)")
-    config = dataclasses.replace(config, tau=config.tau or DEFAULT_TAU[config.algo],
+    config = dataclasses.replace(config, tau=config.tau or DEFAULT_TAU[KIND_OF_ALGO[config.algo]],
                                  distill_preset=config.distill_preset or config.preset)
     seed_everything(config.seed)
     make_teacher_config, train = (ppo_config, train_ppo) if config.algo == "ppo" else (dqn_config, train_dqn)
@@ -274,11 +288,11 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
                                            spec.settings).mean,
                   "final": random_returns(spec.env_id, spec.n_actions, config.final_eval_episodes, config.eval_seed,
                                           spec.settings).mean}
-    target = threshold_return(config.threshold, last["teacher_return"], random and random["points"])
+    target = _target(config.threshold, last["teacher_return"], random and random["points"])
 
     # -- tail: students not yet at the threshold go on learning from the final teacher -----------------------
     chunk = max(1, config.tail_updates // 10)
-    lagging = [s for s in students if last[f"{s.name}/return"] < target]
+    lagging = [s for s in students if target is not None and last[f"{s.name}/return"] < target]
     if lagging:  # the stored labels are older teachers': the final teacher relabels the memory once
         t0 = time.time()
         with torch.no_grad():
