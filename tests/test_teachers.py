@@ -144,3 +144,21 @@ def test_teachers_command_shows_what_is_still_training(capsys, monkeypatch, tmp_
     listed = capsys.readouterr().out.split("still training")[1]
     row = teachers.list_in_training().iloc[0]
     assert row["name"] == "cartpole-long" and "cartpole-long" in listed and 1024 <= row.env_steps < row.of == 4096
+
+
+def test_the_frame_by_frame_student_disagrees_with_its_teacher_somewhere():
+    """The frame-by-frame notebook opens on the shipped Asterix student: it keeps most of its teacher's return but
+    not every choice, so 'next disagreement' and the confusion matrix have something to show."""
+    import numpy as np
+
+    from workbench.distill.engine import load_teacher
+    from workbench.teachers import load, teacher_card
+    from workbench.trace import record_trace
+
+    card = teacher_card("minatar-asterix-tiny")
+    student = load("minatar-asterix-tiny")
+    teacher, _, spec = load_teacher(card["teacher"])
+    assert student.n_params == card["student_params"] and card["compression"] < 0.02 and card["pct_of_teacher"] > 80
+    trace = record_trace(teacher, student, spec, driver="student", seed=0, max_steps=300)
+    differ = np.asarray(trace.teacher_out).argmax(-1) != np.asarray(trace.student_out).argmax(-1)
+    assert 0.02 < differ.mean() < 0.5
