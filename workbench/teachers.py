@@ -66,7 +66,7 @@ def list_in_training():
 
 
 SHIPPED_FILES = ("card.json", "config.json", "metrics.jsonl", "model.safetensors")
-# The published DQN figure each shipped teacher is held against (issue 5: at or above it).
+# The published DQN figure each shipped teacher is held against.
 # MinAtar: Young & Tian 2019 (arXiv:1903.03176, Fig. 2) give DQN as learning curves, not a table. These are the
 # curves' final values as read off the figure by nickgreenquist/deep-rl-from-scratch (README, "Paper ~" column),
 # which reproduced them within about 5% on all five games. They are training returns under epsilon 0.1 on the v0
