@@ -51,7 +51,8 @@ def test_train_set_overrides_any_config_field_and_the_run_records_it(tmp_path, c
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {m["charts/learning_rate"] for m in metrics} == {0.001}  # no annealing
     for bad, says in ((["--set", "lr"], "FIELD=VALUE"), (["--set", "nope=1"], "FIELD one of"),
-                      (["--set", "n_steps=6.5"], "n_steps takes a whole number"), (["--set", "seed=3"], "FIELD one of")):
+                      (["--set", "n_steps=6.5"], "n_steps takes a whole number"), (["--seed", "1", "--set", "seed=3"], "seed given twice"),
+                      (["--buffer-size", "10"], "--buffer-size: not a setting of --algo ppo")):
         assert main(["train", "--env", "CartPole-v1", "--preset", "smoke", "--out", str(tmp_path / "x"), *bad]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

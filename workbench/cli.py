@@ -36,21 +36,24 @@ def cmd_doctor(args) -> int:
 
 def cmd_train(args) -> int:
     _threads(args.threads)
-    from .config import parse_overrides
+    from .agents.dqn import DQNConfig, dqn_config, train_dqn
+    from .agents.ppo import PPOConfig, ppo_config, train_ppo
+    from .config import flag, parse_overrides, values
 
-    overrides = {"total_steps": args.total_steps, "n_envs": args.n_envs, "width": args.width}
-    if args.algo == "ppo":
-        from .agents.ppo import PPOConfig, ppo_config, train_ppo
-
-        overrides.update(parse_overrides(PPOConfig, args.set))
-        config = ppo_config(args.preset, args.env, seed=args.seed, **overrides)
-        card = train_ppo(config, args.out, resume=args.resume, progress_bar=not args.quiet)
-    else:
-        from .agents.dqn import DQNConfig, dqn_config, train_dqn
-
-        overrides.update(parse_overrides(DQNConfig, args.set))
-        config = dqn_config(args.preset, args.env, seed=args.seed, **overrides)
-        card = train_dqn(config, args.out, resume=args.resume, progress_bar=not args.quiet)
+    cls, make, train = {"ppo": (PPOConfig, ppo_config, train_ppo), "dqn": (DQNConfig, dqn_config, train_dqn)}[args.algo]
+    other = DQNConfig if cls is PPOConfig else PPOConfig
+    given = values(args, cls)
+    foreign = sorted(set(values(args, other)) - set(given))
+    if foreign:
+        raise ValueError(f"{', '.join(flag(other, f) for f in foreign)}: not a setting of --algo {args.algo}; leave it "
+                         f"out, or train with --algo {'dqn' if args.algo == 'ppo' else 'ppo'}")
+    extra = parse_overrides(cls, args.set, fixed=("env_id", "preset"))
+    twice = sorted(set(extra) & set(given))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice, as a flag and with --set; give each once")
+    given.update(extra)
+    config = make(given.pop("preset", "demo"), given.pop("env_id"), **given)
+    card = train(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "algo", "params", "env_steps", "wall_seconds",
                                             "return_mean", "return_std", "return_n")}))
     return 0
@@ -250,6 +253,8 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .agents.dqn import DQNConfig
+    from .agents.ppo import PPOConfig
     from .config import add_arguments
     from .distill.loop import DistillConfig
     from .distill.multitask import MultitaskConfig
@@ -262,20 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("doctor", help="check the installation and say how to fix what is missing")
     s.set_defaults(func=cmd_doctor)
 
-    s = sub.add_parser("train", help="train a teacher (DQN or PPO)")
-    s.add_argument("--env", required=True, help="ALE/<Game>-v5, MinAtar/<Game>-v1, CartPole-v1, Acrobot-v1")
+    s = sub.add_parser("train", help="train a teacher (DQN or PPO)",
+                       description="Every field of the algorithm's config is a flag; the preset (and the env family) "
+                                   "set the defaults of those not given.")
     s.add_argument("--algo", choices=ALGOS, default="ppo")
-    s.add_argument("--preset", choices=("smoke", "demo", "full"), default="demo")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="run folder to write")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    s.add_argument("--total-steps", type=int, default=None, help="override the preset's env steps")
-    s.add_argument("--n-envs", type=int, default=None)
-    s.add_argument("--width", type=float, default=None, help="width multiplier of the network family")
+    ppo_fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    dqn_fields = {f.name for f in dataclasses.fields(DQNConfig)}
+    add_arguments(s.add_argument_group("PPO and DQN"), PPOConfig, skip=tuple(ppo_fields - dqn_fields),
+                  required=("env_id",), show_defaults=False)
+    add_arguments(s.add_argument_group("PPO only"), PPOConfig, skip=tuple(dqn_fields))
+    add_arguments(s.add_argument_group("DQN only"), DQNConfig, skip=tuple(ppo_fields))
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override any field of the algorithm's config, e.g. --set lr=1e-3 --set anneal_lr=false "
-                        "(repeatable; the run's config.json records it)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="set a field of the algorithm's config by name, e.g. --set anneal_lr=false (repeatable; the "
+                        "run's config.json records it)")
+    _run_flags(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a run's policy on fixed seeds")

@@ -136,8 +136,8 @@ def with_preset(cls, preset: str, table: dict, family: str | None = None, fixed:
 
 
 # -- the command line ------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
-                  help_extra: dict[str, str] | None = None) -> None:
+def add_arguments(parser, cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                  help_extra: dict[str, str] | None = None, show_defaults: bool = True) -> None:
     """One flag per field of ``cls`` (less ``skip``), typed and with choices and help from the class; every flag
     defaults to None, so that the preset and then the class decide what was not given (the help says the class
     default). ``values(args, cls)`` collects what was given."""
@@ -148,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         hint, _ = _plain(hints(cls)[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         text = " ".join(x for x in (docs.get(f.name, ""), extra.get(f.name, "")) if x)
-        if f.name not in required and default is not None and not isinstance(default, (tuple, dict)):
+        if show_defaults and f.name not in required and default is not None and not isinstance(default, (tuple, dict)):
             text += f" (default {default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
         opts = choices(hint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ from .common import (finish_run, open_run, progress, resume_seed, rng_state, see
 
 @dataclass(frozen=True)
 class DQNConfig:
+    FLAGS: ClassVar[dict] = {"env_id": "env"}
+
     env_id: str = "MinAtar/Breakout-v1"
     """Env id (see workbench.envs)."""
     preset: Preset = "demo"
@@ -41,9 +44,11 @@ class DQNConfig:
     buffer_size: int = 100_000
     """Replay capacity in transitions (Nature: 1M)."""
     batch_size: int = 32
+    """Transitions per gradient step (Nature: 32)."""
     lr: float = 1e-4
     """Adam learning rate (cleanrl; Nature used RMSProp 2.5e-4)."""
     gamma: float = 0.99
+    """Discount factor."""
     train_every: int = 4
     """Env steps per gradient step (Nature: 4)."""
     target_every: int = 1_000
@@ -51,7 +56,9 @@ class DQNConfig:
     learning_starts: int = 5_000
     """Env steps of random play before learning."""
     eps_start: float = 1.0
+    """Exploration epsilon at the start."""
     eps_end: float = 0.01
+    """Exploration epsilon after eps_fraction of the run (Nature: 0.1; cleanrl: 0.01)."""
     eps_fraction: float = 0.1
     """Share of total_steps over which epsilon decays linearly (Nature: 1M of 10M)."""
     double: bool = True
@@ -59,11 +66,15 @@ class DQNConfig:
     width: float = 1.0
     """Width multiplier of the env family's base network (nets.BASE)."""
     log_every: int = 20_000
+    """Env steps between metrics lines."""
     checkpoint_every: int = 100_000
     """Env steps between resume checkpoints (the replay memory is saved too)."""
     eval_episodes: int = 30
+    """Episodes of the final evaluation (greedy, fixed seeds)."""
     eval_seed: int = 10_000
+    """Env seed of the first evaluation episode."""
     env_settings: dict = field(default_factory=dict)
+    """Overrides of the env family's behaviour settings (recorded in the run)."""
 
     def __post_init__(self):
         check(self, positive=("total_steps", "n_envs", "buffer_size", "batch_size", "lr", "train_every",

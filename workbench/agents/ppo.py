@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from .common import (EpisodeTracker, finish_run, open_run, progress, resume_seed
 
 @dataclass(frozen=True)
 class PPOConfig:
+    FLAGS: ClassVar[dict] = {"env_id": "env"}
+
     env_id: str = "MinAtar/Breakout-v1"
     """Env id (see workbench.envs)."""
     preset: Preset = "demo"
@@ -40,15 +43,23 @@ class PPOConfig:
     lr: float = 5e-4
     """Adam learning rate, linearly annealed to 0 if anneal_lr."""
     anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run (cleanrl's default)."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE lambda of the advantage estimates."""
     n_minibatches: int = 8
+    """Minibatches per epoch over each rollout."""
     update_epochs: int = 4
+    """Passes over each rollout."""
     clip_coef: float = 0.2
     """Clip range of the probability ratio (cleanrl Atari: 0.1)."""
     ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
     vf_coef: float = 0.5
+    """Weight of the value loss."""
     max_grad_norm: float = 0.5
+    """Gradient norm clip."""
     life_loss_terminal: bool = False
     """Treat the loss of a life as the end of an episode in the learner's returns (cleanrl's EpisodicLifeEnv)
     while the env plays on: episodes, logged returns and the evaluation stay whole games. ALE only."""
@@ -61,6 +72,7 @@ class PPOConfig:
     eval_episodes: int = 30
     """Episodes of the final evaluation (greedy, fixed seeds)."""
     eval_seed: int = 10_000
+    """Env seed of the first evaluation episode."""
     env_settings: dict = field(default_factory=dict)
     """Overrides of the env family's behaviour settings (recorded in the run)."""
 
