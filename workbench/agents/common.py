@@ -145,11 +145,3 @@ def resume_seed(seed: int, step: int) -> int:
     if step == 0:
         return seed
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] >> 2)
-
-
-def rng_state(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
-
-
-def set_rng_state(rng: np.random.Generator, state: dict) -> None:
-    rng.bit_generator.state = state

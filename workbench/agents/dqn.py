@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..collect import Collector
+from ..config import Preset, check, with_preset
 from ..envs import family_of, make_env
 from ..memory import ReplayMemory
 from ..nets import build, make_spec
-from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
-from ..config import Preset, check, with_preset
-from .common import (finish_run, open_run, progress, resume_seed, rng_state, seed_everything, set_rng_state)
+from ..runs import Checkpointer
+from .common import finish_run, open_run, progress, resume_seed, seed_everything
 
 
 @dataclass(frozen=True)
@@ -130,16 +130,10 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     memory = ReplayMemory(config.buffer_size, spec.obs_shape, spec.obs_dtype, config.n_envs, stack)
     rng = np.random.default_rng(config.seed)
 
-    step, wall_before = 0, 0.0
-    if resume and run.has_checkpoint():
-        arrays, state = run.load_checkpoint()
-        q.load_state_dict({k[2:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("q.")})
-        q_target.load_state_dict({k[7:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("target.")})
-        load_optimizer_arrays(optimizer, arrays, state["optimizer"])
-        memory.load_state_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("memory.")})
-        step, wall_before = state["step"], state["wall_seconds"]
-        set_rng_state(rng, state["rng"])
-        set_torch_rng_state(arrays["torch_rng"])
+    checkpointer = Checkpointer(run, nets={"q": q, "target": q_target}, optimizers={"optim": optimizer},
+                                memories={"memory": memory}, rng=rng)
+    state = (checkpointer.restore() if resume else None) or {}
+    step, wall_before = state.get("step", 0), state.get("wall_seconds", 0.0)
     # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
     obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, spec, memory, obs)
@@ -211,13 +205,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
             recent, losses, q_means = [], [], []
             next_log += config.log_every
         if step >= next_ckpt or step >= config.total_steps:
-            arrays, opt_meta = optimizer_arrays(optimizer)
-            arrays.update({f"q.{k}": v.numpy() for k, v in q.state_dict().items()})
-            arrays.update({f"target.{k}": v.numpy() for k, v in q_target.state_dict().items()})
-            arrays.update({f"memory.{k}": v for k, v in memory.state_arrays().items()})
-            arrays["torch_rng"] = torch_rng_state()
-            run.save_checkpoint(arrays, {"step": step, "wall_seconds": wall, "rng": rng_state(rng),
-                                         "optimizer": opt_meta})
+            checkpointer.save({"step": step, "wall_seconds": wall})
             next_ckpt += config.checkpoint_every
     bar.close()
     envs.close()

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import Preset, check, with_preset
 from ..envs import make_env
 from ..nets import build, make_spec
-from ..runs import load_optimizer_arrays, optimizer_arrays, set_torch_rng_state, torch_rng_state
-from ..config import Preset, check, with_preset
-from .common import (EpisodeTracker, finish_run, open_run, progress, resume_seed, rng_state, seed_everything,
-                     set_rng_state)
+from ..runs import Checkpointer
+from .common import EpisodeTracker, finish_run, open_run, progress, resume_seed, seed_everything
 
 
 @dataclass(frozen=True)
@@ -132,12 +131,12 @@ def restore(run, agent: nn.Module, optimizer: torch.optim.Optimizer,
             rng: np.random.Generator) -> tuple[int, int, float]:
     """Load ``run``'s resume checkpoint into the agent, optimizer and generators (strictly: a checkpoint of another
     network fails here); return (env steps, updates, wall seconds) it had reached."""
-    arrays, state = run.load_checkpoint()
-    agent.load_state_dict({k[6:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("agent.")})
-    load_optimizer_arrays(optimizer, arrays, state["optimizer"])
-    set_rng_state(rng, state["rng"])
-    set_torch_rng_state(arrays["torch_rng"])
+    state = checkpointer(run, agent, optimizer, rng).restore()
     return state["global_step"], state["update"], state["wall_seconds"]
+
+
+def checkpointer(run, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> Checkpointer:
+    return Checkpointer(run, nets={"agent": agent}, optimizers={"optim": optimizer}, rng=rng)
 
 
 def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
@@ -276,11 +275,8 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
             recent = []
             next_log += config.log_every
         if global_step >= next_ckpt or update == n_updates:
-            arrays, opt_meta = optimizer_arrays(optimizer)
-            arrays.update({f"agent.{k}": v.numpy() for k, v in agent.state_dict().items()})
-            arrays["torch_rng"] = torch_rng_state()
-            run.save_checkpoint(arrays, {"global_step": global_step, "update": update, "wall_seconds": wall,
-                                         "rng": rng_state(rng), "optimizer": opt_meta})
+            checkpointer(run, agent, optimizer, rng).save({"global_step": global_step, "update": update,
+                                                           "wall_seconds": wall})
             next_ckpt += config.checkpoint_every
     bar.close()
     envs.close()

@@ -6,8 +6,8 @@ distillation (and any method after them) share, each written once.
 - held-out measures: ``teacher_states`` (teacher-driven states on other seeds) and ``heldout`` (agreement and KL,
   ``evaluate.agreement``'s one definition, at the temperature the run distils with);
 - the update: ``fit`` (one gradient step) and ``WeightAverage`` (Polyak averaging of the student's weights);
-- the bookkeeping: ``Schedule`` (when to log, evaluate and checkpoint), ``Checkpointer`` (a run's weights,
-  optimizers, memories and RNGs saved and restored by name) and ``score_card`` (return, % of teacher by the one
+- the bookkeeping: ``Schedule`` (when to log, evaluate and checkpoint), ``runs.Checkpointer`` (a run's weights,
+  optimizers, memories and RNGs saved and restored by name; the teachers' loops use it too) and ``score_card`` (return, % of teacher by the one
   definition in ``evaluate.pct_of_teacher``).
 
 A method module imports these and reads top to bottom as its own idea.
@@ -21,8 +21,7 @@ import torch
 
 from ..envs import EnvSpec, make_env
 from ..evaluate import EvalResult, agreement, check_fits, pct_of_teacher, random_returns
-from ..runs import (CheckpointError, Run, load_optimizer_arrays, load_policy, load_run_policy, optimizer_arrays,
-                    set_torch_rng_state, torch_rng_state)
+from ..runs import Run, load_policy, load_run_policy
 from ..teachers import teacher_path
 from ..trace import confusion
 
@@ -168,62 +167,6 @@ class Schedule:
         while self.next[name] <= step:
             self.next[name] += self.every[name]
         return True
-
-
-class Checkpointer:
-    """A run's resume state, saved and restored by name: each network's weights as ``NAME.<state-dict key>``,
-    each optimizer's as ``NAME.<param index>.<state key>``, each memory's arrays as ``NAME.<array>``, the torch RNG
-    as ``torch_rng``; counters and the numpy RNG go to checkpoint.json. Names are split at the first dot, never
-    sliced off by length, so a new part of a run's state is one more name."""
-
-    def __init__(self, run: Run, nets: dict | None = None, optimizers: dict | None = None,
-                 memories: dict | None = None, rng: np.random.Generator | None = None):
-        self.run, self.rng = run, rng
-        self.nets, self.optimizers, self.memories = dict(nets or {}), dict(optimizers or {}), dict(memories or {})
-        names = [*self.nets, *self.optimizers, *self.memories]
-        if len(set(names)) != len(names) or any("." in n for n in names) or "torch_rng" in names:
-            raise ValueError(f"checkpoint part names must be distinct, dot-free and not 'torch_rng': {names}")
-
-    def save(self, counters: dict) -> None:
-        arrays, optim_meta = {"torch_rng": torch_rng_state()}, {}
-        for name, net in self.nets.items():
-            arrays.update({f"{name}.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()})
-        for name, opt in self.optimizers.items():
-            opt_arrays, optim_meta[name] = optimizer_arrays(opt, prefix=name)
-            arrays.update(opt_arrays)
-        for name, memory in self.memories.items():
-            arrays.update({f"{name}.{k}": v for k, v in memory.state_arrays().items()})
-        state = {**counters, "optimizers": optim_meta}
-        if self.rng is not None:
-            state["rng"] = self.rng.bit_generator.state
-        self.run.save_checkpoint(arrays, state)
-
-    def restore(self) -> dict | None:
-        """Load every part into its object; returns the counters (None when the run has no checkpoint)."""
-        if not self.run.has_checkpoint():
-            return None
-        arrays, state = self.run.load_checkpoint()
-        parts: dict[str, dict] = {}
-        for key, value in arrays.items():
-            name, _, rest = key.partition(".")
-            parts.setdefault(name, {})[rest] = value
-        # An optimizer saved before its first step has no tensors yet; nets and memories always have some.
-        missing = [n for n in [*self.nets, *self.memories] if n not in parts]
-        if missing:
-            raise CheckpointError(f"{self.run.file('checkpoint.safetensors')} holds no {', '.join(missing)} (it has "
-                                  f"{', '.join(sorted(parts))}): it was not written by this kind of run; resume it "
-                                  "with the command that made it, or give this run another --out")
-        for name, net in self.nets.items():
-            net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in parts[name].items()})
-        optim_meta = state.get("optimizers") or {"optim": state.get("optimizer")}  # one optimizer, older runs
-        for name, opt in self.optimizers.items():
-            load_optimizer_arrays(opt, arrays, optim_meta[name], prefix=name)
-        for name, memory in self.memories.items():
-            memory.load_state_arrays(parts[name])
-        if self.rng is not None:
-            self.rng.bit_generator.state = state["rng"]
-        set_torch_rng_state(arrays["torch_rng"])
-        return state
 
 
 def score_card(result: EvalResult, teacher: EvalResult, env: EnvSpec, episodes: int, seed: int,

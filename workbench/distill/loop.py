@@ -33,8 +33,8 @@ from ..evaluate import evaluate, evaluate_teacher
 from ..memory import ReplayMemory
 from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
                     preset_spec, spec_for_fraction, spec_params)
-from ..runs import machine, save_policy
-from .engine import (Checkpointer, Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
+from ..runs import Checkpointer, machine, save_policy
+from .engine import (Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
                      score_card, student_update, teacher_states)
 from .losses import check_actions, get_loss
 

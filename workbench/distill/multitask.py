@@ -33,8 +33,8 @@ from ..envs import make_env
 from ..evaluate import evaluate, geometric_mean_pct
 from ..memory import ReplayMemory
 from ..nets import NetSpec, Policy, _trunk, make_spec
-from ..runs import CheckpointError, _atomic_save_arrays, _read_safetensors, machine
-from .engine import (Checkpointer, Schedule, collect_step, default_tau, fit, heldout, load_teacher, score_card,
+from ..runs import Checkpointer, CheckpointError, _atomic_save_arrays, _read_safetensors, machine
+from .engine import (Schedule, collect_step, default_tau, fit, heldout, load_teacher, score_card,
                      teacher_states)
 from .loop import Loss, default_lr
 from .losses import get_loss
