@@ -164,7 +164,8 @@ class ReplayMemory:
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         for k, v in arrays.items():
-            target = self.extras[k[6:]] if k.startswith("extra.") else getattr(self, k)
+            group, _, name = k.partition(".")
+            target = self.extras[name] if group == "extra" and name else getattr(self, k)
             if target.shape != v.shape:
                 raise ValueError(f"memory array {k} has shape {v.shape}, expected {target.shape}")
             target[...] = v
