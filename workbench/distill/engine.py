@@ -67,12 +67,17 @@ def label_and_act(obs, teacher, rng: np.random.Generator, epsilon: float, studen
     """(actions, teacher outputs) for a batch of states: the teacher is queried once per state, whoever acts.
     Without a student the teacher acts (epsilon-greedy); with one, each env's action is the teacher's with
     probability ``beta``, else the student's (Rusu: beta 1; student-driven: 0; DAgger-style: a schedule)."""
-    t_BA = teacher.logits(obs)
-    s_act = student.act(obs, greedy=student_greedy).numpy() if student is not None else None
+    t_BA = teacher.logits(obs).cpu()
     t_act = epsilon_greedy(t_BA.argmax(-1).numpy(), t_BA.shape[-1], epsilon, rng)
     if student is None:
         return t_act, t_BA.numpy()
-    return np.where(rng.random(len(t_act)) < beta, t_act, s_act), t_BA.numpy()
+    teacher_acts = rng.random(len(t_act)) < beta
+    # Where the teacher acts everywhere (beta 1: Rusu) a greedy student's forward pass would be thrown away; a
+    # sampling student still draws, so that its torch RNG stream is the same whoever acted.
+    if teacher_acts.all() and student_greedy:
+        return t_act, t_BA.numpy()
+    s_act = student.act(obs, greedy=student_greedy).cpu().numpy()
+    return np.where(teacher_acts, t_act, s_act), t_BA.numpy()
 
 
 def collect_step(collector, teacher, rng: np.random.Generator, epsilon: float, student=None, beta: float = 1.0,
