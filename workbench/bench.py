@@ -10,27 +10,116 @@ import numpy as np
 from .collect import Collector
 from .distill.engine import collect_step, load_teacher, student_update
 from .distill.losses import get_loss
-from .envs import make_env, random_steps_per_second
+from .envs import make_env
+from .hardware import cores, env_threads, machine, memory_on_device, resolve_device
 from .memory import ReplayMemory
 from .nets import build, make_spec, preset_spec
 
 
-def collector_steps_per_second(env_id: str, n_envs: int, steps: int, seed: int = 0) -> float:
-    """The collector (memory writes, episode bookkeeping) under random actions, as the raw baseline plays."""
-    envs, spec = make_env(env_id, n_envs, seed)
-    obs, _ = envs.reset(seed=seed)
-    memory = ReplayMemory(max(steps * n_envs, 64 * n_envs), spec.obs_shape, spec.obs_dtype, n_envs,
-                          spec.settings.get("stack_num", 1))
-    collector = Collector(envs, spec, memory, obs)
-    rng = np.random.default_rng(seed)
-    actions = rng.integers(0, spec.n_actions, size=(steps, n_envs))
-    t = iter(actions)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        collector.step(lambda _obs: next(t))
-    dt = time.perf_counter() - t0
-    envs.close()
-    return steps * n_envs / dt
+def _interleaved(runs: dict, chunks: int) -> dict:
+    """Steps/s of each named ``run(n_chunk) -> steps`` over ``chunks`` rounds in ABBA order, and the median of
+    the per-round ratios of the first over the second: this VM's speed drifts by +-20% within seconds, and adjacent
+    chunks see the same machine. The first round warms caches up and is not counted."""
+    names = list(runs)
+    rates: dict = {n: [] for n in names}
+    for k in range(chunks + 1):
+        for name in (names if k % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            steps = runs[name]()
+            if k:
+                rates[name].append(steps / (time.perf_counter() - t0))
+    ratio = float(np.median(np.array(rates[names[0]]) / np.array(rates[names[1]])))
+    return {f"{n}_steps_per_s": round(float(np.median(rates[n]))) for n in names} | {"ratio": round(ratio, 3)}
+
+
+def _against_raw_env(env_id: str, settings: dict, n_envs: int, steps: int, name: str, collect, extras=None,
+                     chunks: int = 6, seed: int = 0) -> dict:
+    """Env steps/s of ``collect(collector, actions)`` (one chunk of collection) over the raw env's under the same
+    random actions: two copies of the same vector env stepped in alternating chunks."""
+    raw_envs, spec = make_env(env_id, n_envs, seed, **settings)
+    col_envs, _ = make_env(env_id, n_envs, seed, **settings)
+    obs, _ = col_envs.reset(seed=seed)
+    per_chunk = max(1, steps // chunks)
+    memory = ReplayMemory(max(4 * per_chunk * n_envs, 64 * n_envs), spec.obs_shape, spec.obs_dtype, n_envs,
+                          spec.settings.get("stack_num", 1), extras=extras)
+    collector = Collector(col_envs, spec, memory, obs)
+    actions = np.random.default_rng(seed).integers(0, spec.n_actions, size=(per_chunk, n_envs))
+
+    def raw():
+        for t in range(per_chunk):
+            raw_envs.step(actions[t])
+        return per_chunk * n_envs
+
+    def collected():
+        collect(collector, actions)
+        return per_chunk * n_envs
+
+    out = _interleaved({name: collected, "raw_env": raw}, chunks)
+    raw_envs.close()
+    col_envs.close()
+    return out | {"n_envs": n_envs, "env_threads": env_threads(n_envs) if env_id.startswith("ALE/") else 1}
+
+
+def collector_ratio(env_id: str, n_envs: int, steps: int, chunks: int = 6) -> dict:
+    """The collector (memory writes, episode bookkeeping) under random actions over the raw env under the same
+    actions."""
+    def collect(collector, actions):
+        it = iter(actions)
+        for _ in range(len(actions)):
+            collector.step(lambda _obs: next(it))
+
+    return _against_raw_env(env_id, {}, n_envs, steps, "collector", collect, chunks=chunks) | {"target": ">= 0.9"}
+
+
+def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device, chunks: int = 4) -> dict:
+    """Env steps/s of distillation's collection (the teacher on ``device`` labels every state and acts
+    epsilon-greedy, the memory stores state and label) over the raw env's with the same envs and env threads."""
+    import torch
+
+    teacher, _, spec = load_teacher(teacher_name)
+    teacher.to(device)
+    rng = np.random.default_rng(0)
+
+    def collect(collector, actions):
+        for _ in range(len(actions)):
+            collect_step(collector, teacher, rng, 0.05)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    out = _against_raw_env(spec.env_id, spec.settings, n_envs, steps, "distill_collection", collect,
+                           extras={"teacher": ((spec.n_actions,), np.float32)}, chunks=chunks)
+    return out | {"teacher": teacher_name, "device": str(device), "target": ">= 0.8"}
+
+
+def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps: int = 400, seed: int = 0) -> dict:
+    """gymnasium's AsyncVectorEnv (a process per env, shared memory) over the SyncVectorEnv that ``make_env`` uses,
+    stepping the same envs under the same actions, on the cores this process has."""
+    import gymnasium as gym
+
+    from .envs import MINATAR_DEFAULTS, _single_classic, _single_minatar
+
+    settings = dict(MINATAR_DEFAULTS) if env_id.startswith("MinAtar/") else {}
+    maker = _single_minatar if env_id.startswith("MinAtar/") else _single_classic
+    fns = [lambda: maker(env_id, settings) for _ in range(n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    envs = {"async": gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, shared_memory=True),
+            "sync": gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)}
+    actions = np.random.default_rng(seed).integers(0, envs["sync"].single_action_space.n, size=(steps, n_envs))
+    for e in envs.values():
+        e.reset(seed=seed)
+
+    def stepper(e):
+        def run():
+            for t in range(steps):
+                e.step(actions[t])
+            return steps * n_envs
+        return run
+
+    out = _interleaved({k: stepper(e) for k, e in envs.items()}, 2)
+    for e in envs.values():
+        e.close()
+    return out | {"env_id": env_id, "n_envs": n_envs, "cores": cores(),
+                  "note": "ratio > 1 would make AsyncVectorEnv the faster choice here"}
 
 
 def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:
@@ -48,18 +137,18 @@ def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:
             "replay_bytes_ratio": round(per_transition / (84 * 84), 4)}
 
 
-def training_steps_per_second(algo: str, env_id: str, steps: int) -> float:
+def training_steps_per_second(algo: str, env_id: str, steps: int, device="cpu") -> float:
     if algo == "dqn":
         from .agents.dqn import dqn_config, train_dqn
 
         config = dqn_config("demo", env_id, total_steps=steps, learning_starts=min(1000, steps // 4),
-                            eval_episodes=1, log_every=steps, checkpoint_every=10 * steps)
+                            eval_episodes=1, log_every=steps, checkpoint_every=10 * steps, device=str(device))
         train = train_dqn
     else:
         from .agents.ppo import ppo_config, train_ppo
 
         config = ppo_config("demo", env_id, total_steps=steps, eval_episodes=1, log_every=steps,
-                            checkpoint_every=10 * steps)
+                            checkpoint_every=10 * steps, device=str(device))
         train = train_ppo
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
@@ -69,10 +158,13 @@ def training_steps_per_second(algo: str, env_id: str, steps: int) -> float:
 
 
 def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300, batch_size: int = 256,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, device=None) -> dict:
     """Updates/s of the distillation loop's update step (sampling from the replay memory included) over a bare
-    torch loop that trains the same student on the same batches, pre-made as tensors, in the same process."""
+    torch loop that trains the same student on the same batches, pre-made as tensors on the same device, in the
+    same process."""
     import torch
+
+    device = resolve_device(device)
 
     teacher, _, spec = load_teacher(teacher)
     envs, _ = make_env(spec.env_id, 8, seed, **spec.settings)
@@ -86,13 +178,16 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     envs.close()
     loss_fn = get_loss("kl", 0.01)
 
+    if memory_on_device(memory.nbytes(), device):
+        memory.keep_on(device)
+
     def fresh():
-        student = build(preset_spec("net3", teacher.spec), "pi", seed=seed)
+        student = build(preset_spec("net3", teacher.spec), "pi", seed=seed).to(device)
         return student, torch.optim.Adam(student.parameters(), lr=1e-3)
 
     # Same batches for both: drawn with the same generator. The bare loop gets them pre-made as tensors.
     rng0 = np.random.default_rng(seed)
-    batches = [memory.sample_states(batch_size, rng0) for _ in range(updates)]
+    batches = [memory.sample_states(batch_size, rng0, device) for _ in range(updates)]
 
     # Two students trained side by side, alternating in short chunks, so that both see the same machine
     # (this VM's speed drifts by +-20% within seconds). The ratio is the median of the ratios of adjacent
@@ -120,11 +215,13 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
         for name, run_chunk in order:
             t0 = time.perf_counter()
             run_chunk(start)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             rates[name].append(chunk / (time.perf_counter() - t0))
     loop_rate, bare_rate = float(np.median(rates["loop"])), float(np.median(rates["bare"]))
     return {"loop_updates_per_s": round(loop_rate, 1), "bare_torch_updates_per_s": round(bare_rate, 1),
             "ratio": round(float(np.median(np.array(rates["loop"]) / np.array(rates["bare"]))), 3),
-            "target": ">= 0.9", "batch_size": batch_size,
+            "target": ">= 0.9", "batch_size": batch_size, "device": str(device),
             "student": "net3 of " + teacher.spec.family}
 
 
@@ -165,21 +262,24 @@ def nature_cnn_layout_ratio(batch_size: int = 256, chunks: int = 6, chunk: int =
             "batch_size": batch_size, "target": "> 1 (the layout Policy uses is the faster one)"}
 
 
-def run_bench(quick: bool = False) -> dict:
+def run_bench(quick: bool = False, device: str = "auto") -> dict:
+    """Every ratio, measured on this machine and ``device``; ``quick`` makes each measurement smaller (CI)."""
+    device = resolve_device(device)
     scale = 1 if quick else 5
-    out: dict = {"collector": {}}
-    for env_id, n_envs, steps in (("MinAtar/Breakout-v1", 8, 1000 * scale), ("ALE/Pong-v5", 2, 400 * scale)):
-        raw = random_steps_per_second(env_id, n_envs, steps)
-        col = collector_steps_per_second(env_id, n_envs, steps)
-        out["collector"][env_id] = {"raw_env_steps_per_s": round(raw), "collector_steps_per_s": round(col),
-                                    "ratio": round(col / raw, 3), "target": ">= 0.9"}
+    out: dict = {"machine": machine(device), "collector": {}, "distill_collection": {}}
+    for env_id, n_envs, steps in (("MinAtar/Breakout-v1", 8, 1200 * scale), ("ALE/Pong-v5", 2, 300 * scale)):
+        out["collector"][env_id] = collector_ratio(env_id, n_envs, steps)
+    # The teacher labels every state on the device; on a CPU the Atari teacher's forward passes are the bound.
+    for teacher, n_envs, steps in (("minatar-breakout", 8, 800 * scale), ("atari-breakout", 8, 40 * scale)):
+        out["distill_collection"][teacher] = distill_collection_ratio(teacher, n_envs, steps, device)
+    out["vector_env"] = vector_env_ratio(steps=100 * scale)
     out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
-    raw = random_steps_per_second("MinAtar/Breakout-v1", 64, 200)
+    raw = collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"]
     out["training"] = {"MinAtar/Breakout-v1": {
-        "raw_env_steps_per_s_64_envs": round(raw),
-        "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale)),
-        "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale)),
+        "raw_env_steps_per_s_64_envs": raw,
+        "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale, device)),
+        "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale, device)),
     }}
-    out["distill_updates"] = distill_updates_ratio(updates=200 * scale)
+    out["distill_updates"] = distill_updates_ratio(updates=200 * scale, device=device)
     out["nature_cnn_layout"] = nature_cnn_layout_ratio(batch_size=64 if quick else 256)
     return out

@@ -16,11 +16,12 @@ EMA_HELP = ("average the student's weights over its updates with this decay (0.9
 
 
 def _threads(n: int | None) -> None:
-    """One torch thread unless asked: the workbench's nets are small, and on a shared CPU (a sweep or a notebook
-    running beside) a second OpenMP thread spins against the other process and can slow a run many times over."""
-    import torch
+    """Torch's CPU threads: ``--threads``, else WORKBENCH_THREADS, else every core this process may use. On a CPU
+    shared with other work (a sweep, a notebook, a test worker beside) give fewer: a spare OpenMP thread spins
+    against the other process and can slow both many times over."""
+    from .hardware import set_threads
 
-    torch.set_num_threads(n or 1)
+    set_threads(n)
 
 
 def cmd_doctor(args) -> int:
@@ -62,6 +63,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     _threads(args.threads)
     from .evaluate import evaluate
+    from .hardware import resolve_device
     from .runs import load_run_policy
     from .teachers import teacher_path
 
@@ -70,6 +72,7 @@ def cmd_evaluate(args) -> int:
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: evaluate at least one episode (the cards use 30)")
     policy, env_id, settings = load_run_policy(teacher_path(args.run))
+    policy.to(resolve_device(args.device))
     if args.env and env_id and args.env != env_id:
         raise ValueError(f"{args.run} is a policy for {env_id}, not {args.env}: its actions mean {env_id}'s buttons; "
                          "leave out --env to evaluate it on its own game")
@@ -144,7 +147,8 @@ def cmd_distill_multitask(args) -> int:
 
 
 # DistillConfig fields that `workbench sweep` sets with flags of its own; --set takes the others.
-SWEEP_FLAGS = ("teacher", "preset", "student_net", "student_layers", "loss", "beta", "seed", "total_steps", "tau", "ema")
+SWEEP_FLAGS = ("teacher", "preset", "student_net", "student_layers", "loss", "beta", "seed", "total_steps", "tau", "ema",
+               "device")
 
 
 def cmd_sweep(args) -> int:
@@ -154,8 +158,8 @@ def cmd_sweep(args) -> int:
     from .nets import parse_layers
     from .sweep import sweep
 
-    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema))
-                 if v is not None}
+    overrides = {k: v for k, v in (("total_steps", args.total_steps), ("tau", args.tau), ("ema", args.ema),
+                                   ("device", args.device)) if v is not None}
     overrides.update(parse_overrides(DistillConfig, args.set, fixed=SWEEP_FLAGS))
     layers = {}
     for item in args.layers or []:
@@ -165,7 +169,8 @@ def cmd_sweep(args) -> int:
         parse_layers(shape)
         layers[net.strip()] = shape.strip()
     df = sweep(args.teacher, args.nets, args.losses, args.seeds, args.out, args.preset, args.engine, args.address,
-               args.num_cpus, overrides, args.betas, layers=layers)
+               args.num_cpus, overrides, args.betas, layers=layers, share_data=not args.independent,
+               gpus_per_task=args.gpus_per_task)
     print(df.groupby(["student_net", "loss", "beta"])[["compression", "pct_of_teacher", "agreement"]].agg(["mean", "std"])
           .round(3).to_string())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'compression.html'}")
@@ -197,7 +202,8 @@ def cmd_reproduce(args) -> int:
         print(f"all: {per_teacher.sum():.1f} hours")
         return 0
     results, table = reproduce(config, args.out, args.preset, args.engine, address=args.address, num_cpus=args.num_cpus,
-                               finished_only=args.finished_only)
+                               finished_only=args.finished_only, device=args.device,
+                               share_data=not args.independent, gpus_per_task=args.gpus_per_task)
     if args.commit:
         _, table = commit_results(results, args.commit, threads=args.threads or 1)
         print(f"merged {len(results)} runs into {args.commit}; the table below is the merged one")
@@ -228,7 +234,7 @@ def cmd_bench(args) -> int:
     _threads(args.threads)
     from .bench import run_bench
 
-    print(json.dumps(run_bench(quick=args.quick), indent=2))
+    print(json.dumps(run_bench(quick=args.quick, device=args.device), indent=2))
     return 0
 
 
@@ -261,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill.realtime import RealtimeConfig
 
     p = argparse.ArgumentParser(prog="workbench", description="Policy distillation workbench")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1; small nets gain little from more)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: WORKBENCH_THREADS, else every core available; a sweep's runs "
+                        "take one each)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("doctor", help="check the installation and say how to fix what is missing")
@@ -291,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epsilon", type=float, default=0.0,
                    help="take a uniformly random action with this probability (Nature DQN's protocol: 0.05; "
                         "default 0, greedy, as every card here)")
+    _device_flag(s)
     s.add_argument("--fire-after-life-loss", action="store_true",
                    help="press FIRE for the policy after each lost life (Atari): how it plays apart from relaunching "
                         "the ball, which a student that copied a stochastic teacher may never do greedily")
@@ -340,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    _sharing_flags(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sweep)
 
@@ -354,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--address", default=None)
     s.add_argument("--num-cpus", type=int, default=None)
+    _sharing_flags(s)
     s.add_argument("--out", default=None, help="sweep folder (required unless --estimate)")
     s.add_argument("--estimate", action="store_true",
                    help="run nothing: time a few collection steps and updates per teacher and student size and print "
@@ -372,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="speed and memory ratios, each against a baseline measured in the same run")
     s.add_argument("--quick", action="store_true", help="smaller measurements (for CI)")
+    _device_flag(s)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("report", help="run a notebook headless (papermill) and write a standalone HTML report")
@@ -386,6 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports/tour.html")
     s.set_defaults(func=cmd_demo)
     return p
+
+
+def _device_flag(s: argparse.ArgumentParser) -> None:
+    from .config import OnDevice, field_docs
+
+    s.add_argument("--device", default="auto", help=field_docs(OnDevice)["device"])
+
+
+def _sharing_flags(s: argparse.ArgumentParser) -> None:
+    """A sweep's device, how its runs get their data, and the GPU share of each Ray task."""
+    _device_flag(s)
+    s.add_argument("--independent", action="store_true",
+                   help="give every run its own collection (default: teacher-driven runs of one teacher learn from "
+                        "one collection, labelled once)")
+    s.add_argument("--gpus-per-task", type=float, default=None,
+                   help="GPU share each Ray task asks for (default: 1 with --device cuda, none on a CPU); 0.25 puts "
+                        "four tasks on a GPU")
 
 
 def _run_flags(s: argparse.ArgumentParser) -> None:

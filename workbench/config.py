@@ -15,10 +15,13 @@ import dataclasses
 import functools
 import inspect
 import math
+import re
 import textwrap
 import types
 import typing
 from typing import Any, Literal
+
+from .hardware import DEVICES
 
 PRESETS = ("smoke", "demo", "full")
 Preset = Literal["smoke", "demo", "full"]
@@ -31,6 +34,15 @@ class ConfigError(ValueError):
 def flag(cls, name: str) -> str:
     """The command-line flag of field ``name``: ``--total-steps``, or the class's own name for it."""
     return "--" + getattr(cls, "FLAGS", {}).get(name, name.replace("_", "-"))
+
+
+@dataclasses.dataclass(frozen=True)
+class OnDevice:
+    """The field of every config whose loop runs networks: where they run (``hardware.resolve_device``)."""
+
+    device: str = "auto"
+    """Where the networks run: auto (a GPU when torch sees one, else the CPU), cpu, cuda, cuda:N or mps. Not part
+    of the recipe: a run resumes on another device; config.json's machine records where it ran."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,6 +125,9 @@ def check(config, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] 
         value = getattr(config, name, None)
         if isinstance(value, int) and not 0 <= value < 2**31 - 2**16:
             raise ConfigError(f"{name} ({flag(cls, name)}) must be 0 or more and below 2**31 - 65536, got {value!r}")
+    device = getattr(config, "device", None)
+    if isinstance(device, str) and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device.strip().lower()):
+        raise ConfigError(f"device ({flag(cls, 'device')}) must be one of {DEVICES}, got {device!r}")
     for names, ok, what in ((positive, lambda v: v > 0, "above 0"), (non_negative, lambda v: v >= 0, "0 or more"),
                             (probability, lambda v: 0 <= v <= 1, "between 0 and 1")):
         for name in names:

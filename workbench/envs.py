@@ -22,6 +22,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from .hardware import env_threads
+
 CLASSIC = ("CartPole-v1", "Acrobot-v1")
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 # MinAtar's own action letters (minatar/environment.py): no-op, left, up, right, down, fire.
@@ -250,7 +252,8 @@ def _spec_of(env_id, family, obs_space, env_or_vec, s) -> EnvSpec:
 def make_env(env_id: str, n_envs: int = 1, seed: int = 0, **settings) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """A vector env of ``n_envs`` copies (SAME_STEP autoreset), reset with ``seed``, and its :class:`EnvSpec`.
 
-    ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, Nature preprocessing inside); MinAtar and
+    ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, one per core available: ``hardware.env_threads``;
+    each env's frames do not depend on how many threads step them; Nature preprocessing inside); MinAtar and
     classic control use gymnasium's ``SyncVectorEnv`` (their steps are too cheap for processes to pay).
     ``settings`` override the family defaults (``ALE_DEFAULTS``, ``MINATAR_DEFAULTS``); unknown keys fail.
     """
@@ -264,7 +267,7 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, **settings) -> tuple[g
 
         game = _ale_game(env_id)
         venv = AtariVectorEnv(
-            game, n_envs, num_threads=min(n_envs, 2), autoreset_mode="SameStep",
+            game, n_envs, num_threads=env_threads(n_envs), autoreset_mode="SameStep",
             frameskip=s["frameskip"], repeat_action_probability=s["repeat_action_probability"],
             noop_max=s["noop_max"], stack_num=s["stack_num"], img_height=s["img_size"], img_width=s["img_size"],
             maxpool=s["maxpool"], use_fire_reset=s["use_fire_reset"], episodic_life=s["episodic_life"],

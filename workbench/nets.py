@@ -165,8 +165,9 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs, greedy: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions [B]: argmax if greedy, else a sample from softmax(logits) (for 'q', greedy always)."""
-        logits_BA = self.logits(obs)
+        """Actions [B] on the CPU (where envs take them): argmax if greedy, else a sample from softmax(logits) (for
+        'q', greedy always), drawn on the CPU so that a ``generator`` gives the same actions on any device."""
+        logits_BA = self.logits(obs).cpu()
         if greedy or self.kind == "q":
             return logits_BA.argmax(-1)
         probs_BA = torch.softmax(logits_BA, -1)

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import geometric_mean_pct
-from .runs import atomic_write_bytes, machine
+from .hardware import machine
+from .runs import atomic_write_bytes
 from .teachers import TEACHERS_DIR
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "results"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import re
 import tempfile
 import time
@@ -208,11 +207,6 @@ def load_optimizer_arrays(opt: torch.optim.Optimizer, arrays: dict, meta: dict, 
 
 
 # -- run folders -------------------------------------------------------------------------------------------
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
-
 class Run:
     """One run folder. ``log`` appends metrics (flushed, fsynced); every other file is replaced atomically."""
 

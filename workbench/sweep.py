@@ -3,6 +3,11 @@
 Each run is a folder ``OUT/<teacher>/<net>-<loss>-s<seed>``; a finished one (card.json present) is reused if it ran
 the same config (a finished run at another tau or step count is refused, not mixed in), and an interrupted one
 resumes from its checkpoint, so a sweep started again loses nothing.
+
+Runs with a teacher-driven collection (beta 1, Rusu's setting) that share a teacher learn from one collection
+(``distill.shared``): the teacher plays and labels once, in ``OUT/<teacher>/collection-s<seed>``, and every student
+samples its own minibatches from it. ``share_data=False`` gives each run its own collection, as runs of
+``workbench distill`` have; runs whose data depend on the student (beta < 1) always have their own.
 """
 
 from __future__ import annotations
@@ -71,28 +76,80 @@ def check_shapes(jobs: list[dict], preset: str, overrides: dict) -> None:
         student_spec_for(config, specs[job["teacher"]])
 
 
-def run_job(job: dict, preset: str, overrides: dict) -> dict:
-    """One student run (skipped if finished, resumed if interrupted); returns its card."""
-    import torch
-
-    torch.set_num_threads(1)  # sweeps parallelise over runs, not inside one
-    out = Path(job["out"])
+def job_config(job: dict, preset: str, overrides: dict):
     config = distill_config(preset, job["teacher"], student_net=job["net"], student_layers=job.get("layers"),
                             loss=job["loss"], seed=job["seed"], beta=job.get("beta", "1"), **overrides)
     if config.tau is None:  # the teacher's default, settled before a finished run is compared with this recipe
         config = dataclasses.replace(config, tau=default_tau(teacher_card(job["teacher"])))
-    if (out / "card.json").exists():
-        _refuse_another_config(out, config)
-        return json.loads((out / "card.json").read_text())
+    return config
+
+
+def finished_card(job: dict, config) -> dict | None:
+    """The card of a finished run of this config (None if it has not finished); a finished run of another recipe in
+    the job's folder is refused."""
+    out = Path(job["out"])
+    if not (out / "card.json").exists():
+        return None
+    _refuse_another_config(out, config)
+    return json.loads((out / "card.json").read_text())
+
+
+def run_job(job: dict, preset: str, overrides: dict) -> dict:
+    """One student run with its own collection (skipped if finished, resumed if interrupted); returns its card."""
+    import torch
+
+    torch.set_num_threads(1)  # sweeps parallelise over runs, not inside one
+    out = Path(job["out"])
+    config = job_config(job, preset, overrides)
+    card = finished_card(job, config)
+    if card is not None:
+        return card
     return distill(config, out, resume=(out / "checkpoint.json").exists(), progress_bar=False)
+
+
+def collection_folder(jobs: list[dict]) -> Path:
+    """Where a group's shared collection keeps its checkpoint: beside its runs, named by its seed (the lowest)."""
+    return Path(jobs[0]["out"]).parent / f"collection-s{min(j['seed'] for j in jobs)}"
+
+
+def run_group(jobs: list[dict], preset: str, overrides: dict, progress_bar: bool = False) -> list[dict]:
+    """Students that learn from one shared collection (resumed together if interrupted); returns their cards."""
+    import torch
+
+    from .distill.shared import distill_shared
+
+    torch.set_num_threads(1)
+    configs = [job_config(job, preset, overrides) for job in jobs]
+    collection = collection_folder(jobs)
+    resume = (collection / "checkpoint.json").exists() or any((Path(j["out"]) / "checkpoint.json").exists()
+                                                                for j in jobs)
+    return distill_shared(configs, [j["out"] for j in jobs], collection, resume=resume, progress_bar=progress_bar)
+
+
+def schedule(jobs: list[dict], preset: str, overrides: dict, share_data: bool) -> tuple[dict, list, list]:
+    """(cards of finished runs by job index, groups of job indices that share a collection, jobs run alone)."""
+    from .distill.shared import groups
+
+    configs = [job_config(job, preset, overrides) for job in jobs]
+    done = {i: card for i, (job, c) in enumerate(zip(jobs, configs)) if (card := finished_card(job, c)) is not None}
+    todo = [i for i in range(len(jobs)) if i not in done]
+    if not share_data:
+        return done, [], todo
+    shared, alone = groups([configs[i] for i in todo])
+    together = [[todo[k] for k in g] for g in shared if len(g) > 1]
+    alone = [todo[k] for k in alone] + [todo[g[0]] for g in shared if len(g) == 1]
+    return done, together, sorted(alone)
 
 
 def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",
           address: str | None = None, num_cpus: int | None = None, overrides: dict | None = None,
-          betas=("1",), finished_only: bool = False, layers: dict | None = None) -> pd.DataFrame:
+          betas=("1",), finished_only: bool = False, layers: dict | None = None, share_data: bool = True,
+          gpus_per_task: float | None = None) -> pd.DataFrame:
     """Run every combination; write OUT/results.csv and OUT/compression.html; return the results table.
     ``finished_only``: run nothing, collect the combinations that have finished (a sweep still going, or cut off).
-    ``layers``: a shape of its own for a size preset, {"tiny": "8:16"} (within 15% of the preset's size)."""
+    ``layers``: a shape of its own for a size preset, {"tiny": "8:16"} (within 15% of the preset's size).
+    ``share_data``: teacher-driven runs of one teacher learn from one collection (see the module's docstring).
+    ``gpus_per_task``: the GPU share each Ray task asks for (default: 1 with a CUDA ``device``, else none)."""
     out = Path(out)
     jobs = plan(teachers, nets, losses, seeds, out, betas, layers)
     overrides = overrides or {}
@@ -105,12 +162,19 @@ def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", 
         cards = [json.loads((Path(job["out"]) / "card.json").read_text()) for job in jobs]
     else:
         check_shapes(jobs, preset, overrides)
+        done, together, alone = schedule(jobs, preset, overrides, share_data)
+        tasks = [("group", [jobs[i] for i in g], g) for g in together] + [("job", jobs[i], [i]) for i in alone]
         if engine == "local":
             from tqdm.auto import tqdm
 
-            cards = [run_job(job, preset, overrides) for job in tqdm(jobs, desc="sweep", unit="run")]
+            results = [run_group(what, preset, overrides, progress_bar=True) if kind == "group"
+                       else [run_job(what, preset, overrides)] for kind, what, _ in tqdm(tasks, desc="sweep", unit="task")]
         else:
-            cards = _run_ray(jobs, preset, overrides, address, num_cpus)
+            results = _run_ray(tasks, preset, overrides, address, num_cpus, gpus_per_task,
+                               str(overrides.get("device", "auto")))
+        for (_, _, idx), cards_ in zip(tasks, results):
+            done.update(zip(idx, cards_))
+        cards = [done[i] for i in range(len(jobs))]
     # A card written before the weight average existed ran without it.
     df = pd.DataFrame([{k: c.get(k, 0.0 if k == "ema" else None) for k in CARD_FIELDS}
                        | {"layers": format_layers(NetSpec.from_dict(c["net"])) if "net" in c else None, "run": j["out"]}
@@ -121,23 +185,59 @@ def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", 
     return df
 
 
-def _run_ray(jobs, preset, overrides, address, num_cpus):
+def _run_task(kind: str, what, preset: str, overrides: dict) -> list[dict]:
+    return run_group(what, preset, overrides) if kind == "group" else [run_job(what, preset, overrides)]
+
+
+def _run_ray(tasks, preset, overrides, address, num_cpus, gpus_per_task, device):
+    """Each task (a run, or a group sharing a collection) as a Ray task of one CPU and, on a CUDA device, a GPU
+    share: Ray gives each task its GPUs through CUDA_VISIBLE_DEVICES, so ``cuda`` in a task is one of them."""
     try:
         import ray
     except ImportError:
         raise ValueError("--engine ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.30')") from None
+    cuda = device.startswith("cuda")
+    gpus = (1.0 if cuda else 0.0) if gpus_per_task is None else gpus_per_task
+    if cuda and gpus <= 0:
+        raise ValueError(f"--device {device} with --gpus-per-task {gpus}: Ray hides the GPUs from a task that asks "
+                         "for none; give a share, e.g. --gpus-per-task 0.25 (four tasks per GPU), or --device cpu")
     started = not ray.is_initialized()
     if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus or 2, include_dashboard=False, log_to_driver=False)
+        init_ray(address, num_cpus)
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        return ray.get([remote.remote(job, preset, overrides) for job in jobs])
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(_run_task)
+        return ray.get([remote.remote(kind, what, preset, overrides) for kind, what, _ in tasks])
     finally:
         if started:
             ray.shutdown()
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, attempts: int = 4) -> None:
+    """Join the Ray cluster at ``address``, or start a local one of ``num_cpus`` CPUs on 127.0.0.1 (its GPUs are
+    the ones torch sees). On a loaded machine a local start can miss the fixed waits of Ray's own start-up (its
+    raylet gives the node 30 s to register, its metrics agent 15 s: ray-project/ray#65983), so a start that times out
+    is shut down and tried again, up to ``attempts`` times, with the GCS's request timeout raised to 120 s."""
+    import os
+    import time
+
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", "120")
+    import torch
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=num_cpus or 2, num_gpus=torch.cuda.device_count(), include_dashboard=False,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions for start-up time-outs
+            ray.shutdown()
+            if attempt == attempts or "timed out" not in str(exc):
+                raise
+            time.sleep(5 * attempt)
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:

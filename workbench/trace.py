@@ -291,8 +291,8 @@ def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed:
     for _ in range(max_steps):
         if snaps is not None:
             snaps.append(env.snapshot())
-        t_out = teacher.logits(obs[None]).numpy()[0]
-        s_out = student.logits(obs[None]).numpy()[0]
+        t_out = teacher.logits(obs[None]).cpu().numpy()[0]
+        s_out = student.logits(obs[None]).cpu().numpy()[0]
         a = int((t_out if driver == "teacher" else s_out).argmax())
         if epsilon > 0 and rng.random() < epsilon:
             a = int(rng.integers(spec.n_actions))
@@ -367,11 +367,11 @@ def saliency(policy, obs: np.ndarray, sigma: float | None = None, stride: int | 
 
     policy = _as_policy(policy)
     x = np.asarray(obs, dtype=np.float32)
-    base = policy.logits(x[None]).numpy()[0]
+    base = policy.logits(x[None]).cpu().numpy()[0]
     if x.ndim == 1:
         pert = np.repeat(x[None], len(x), 0)
         pert[np.arange(len(x)), np.arange(len(x))] = 0.0
-        s = 0.5 * ((policy.logits(pert).numpy() - base) ** 2).sum(-1)
+        s = 0.5 * ((policy.logits(pert).cpu().numpy() - base) ** 2).sum(-1)
         return s / max(s.max(), 1e-12)
     c, h, w = x.shape
     sigma = sigma if sigma is not None else max(1.0, h / 17)
@@ -383,7 +383,7 @@ def saliency(policy, obs: np.ndarray, sigma: float | None = None, stride: int | 
     for i, j in centres:
         m = np.exp(-((yy - i) ** 2 + (xx - j) ** 2) / (2 * sigma ** 2)).astype(np.float32)
         batch.append(x * (1 - m) + blurred * m)
-    outs = np.concatenate([policy.logits(np.stack(batch[k:k + 256])).numpy() for k in range(0, len(batch), 256)])
+    outs = np.concatenate([policy.logits(np.stack(batch[k:k + 256])).cpu().numpy() for k in range(0, len(batch), 256)])
     scores = 0.5 * ((outs - base) ** 2).sum(-1)
     grid = scores.reshape(len(range(0, h, stride)), len(range(0, w, stride)))
     full = zoom(grid, (h / grid.shape[0], w / grid.shape[1]), order=1) if stride > 1 else grid

@@ -13,7 +13,8 @@ import torch
 
 from ..envs import EnvSpec
 from ..evaluate import evaluate
-from ..runs import Run, machine, read_json, save_policy
+from ..hardware import machine
+from ..runs import Run, read_json, save_policy
 
 
 
@@ -33,6 +34,8 @@ class EpisodeTracker:
     def update(self, reward: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
         self.ret += reward
         self.len += 1
+        if not done.any():
+            return []
         ended = [(float(self.ret[i]), int(self.len[i])) for i in np.flatnonzero(done)]
         self.ret[done], self.len[done] = 0.0, 0
         return ended
@@ -58,7 +61,7 @@ def finish_run(
         "wall_seconds": round(wall_seconds, 1), "eval_seed": config.eval_seed,
         **result.summary("return"), "returns": result.returns.tolist(), "env_settings": spec.settings, "action_meanings": list(spec.action_meanings),
         "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **(extra or {}),
+        **(extra or {}),  # a loop's own fields, and where it ran (``hardware.place``: device, machine)
     }
     run.write_card(card)
     return card
@@ -87,10 +90,11 @@ def check_out(out: str | Path, resume: bool) -> Path:
 
 
 # Config fields that change how a run reports itself, not what it learns.
-BOOKKEEPING = ("checkpoint_every", "log_every")
-# What a resumed run may change: how far it goes, and its bookkeeping (a session that must stop soon checkpoints
-# more often); everything else would make the second half another run's.
-RESUMABLE = ("total_steps", "steps_per_game") + BOOKKEEPING
+BOOKKEEPING = ("checkpoint_every", "log_every", "device")
+# What a resumed run may change: how far it goes, its bookkeeping (a session that must stop soon checkpoints more
+# often) and where it runs (a run started on a GPU finishes on a CPU); everything else would make the second half
+# another run's.
+RESUMABLE = ("total_steps", "steps_per_game", "machine", "replay_memory") + BOOKKEEPING
 
 
 def resumed_defaults(out: str | Path, config, resume: bool, fields: tuple[str, ...] = ("lr", "tau")):

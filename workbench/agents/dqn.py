@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ..collect import Collector
-from ..config import Preset, check, with_preset
+from ..config import OnDevice, Preset, check, with_preset
 from ..envs import family_of, make_env
+from ..hardware import place, resolve_device
 from ..memory import ReplayMemory
 from ..nets import build, make_spec
 from ..runs import Checkpointer
@@ -28,7 +29,7 @@ from .common import finish_run, open_run, progress, resume_seed, seed_everything
 
 
 @dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(OnDevice):
     FLAGS: ClassVar[dict] = {"env_id": "env"}
 
     env_id: str = "MinAtar/Breakout-v1"
@@ -121,10 +122,13 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     ``observer(q, states, step)`` sees the Q-network after each learning step with the states collected
     since the previous call (real-time distillation hangs a student here)."""
     seed_everything(config.seed)
+    device = resolve_device(config.device)
     envs, spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
-    run = open_run(out, config, spec, resume)
     q = build(make_spec(spec.obs_shape, spec.n_actions, width=config.width), "q", seed=config.seed)
     q_target = copy.deepcopy(q)
+    # Transitions cross to the device in pinned minibatches (the memory's device mirror serves states alone).
+    where = place(device, None, q, q_target)
+    run = open_run(out, config, spec, resume, **where)
     optimizer = torch.optim.Adam(q.parameters(), lr=config.lr)
     stack = spec.settings.get("stack_num", 1)
     memory = ReplayMemory(config.buffer_size, spec.obs_shape, spec.obs_dtype, config.n_envs, stack)
@@ -164,7 +168,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
         if step >= config.learning_starts:
             while next_train <= step:
                 next_train += config.train_every
-                b = memory.sample(config.batch_size, rng)
+                b = memory.sample(config.batch_size, rng, device)
                 with torch.no_grad():
                     next_q_BA = q_target.logits(b.next_obs)
                     if config.double:
@@ -210,4 +214,4 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     bar.close()
     envs.close()
     wall = wall_before + time.time() - t0
-    return finish_run(run, q, config, spec, "dqn", step, wall, {"replay_bytes": memory.nbytes()})
+    return finish_run(run, q, config, spec, "dqn", step, wall, {"replay_bytes": memory.nbytes(), **where})

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Preset, check, with_preset
+from ..config import OnDevice, Preset, check, with_preset
 from ..envs import make_env
+from ..hardware import place, resolve_device, to_device
 from ..nets import build, make_spec
 from ..runs import Checkpointer
 from .common import EpisodeTracker, finish_run, open_run, progress, resume_seed, seed_everything
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(OnDevice):
     FLAGS: ClassVar[dict] = {"env_id": "env"}
 
     env_id: str = "MinAtar/Breakout-v1"
@@ -145,10 +146,12 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
     ``observer(agent, states, step)`` sees the agent after each update with the states of the rollout it
     learned from (real-time distillation hangs a student here)."""
     seed_everything(config.seed)
+    device = resolve_device(config.device)
     envs, spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
-    run = open_run(out, config, spec, resume)
     net_spec = make_spec(spec.obs_shape, spec.n_actions, width=config.width, value_head=True)
     agent = build(net_spec, "pi", seed=config.seed)
+    where = place(device, None, agent)
+    run = open_run(out, config, spec, resume, **where)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr, eps=1e-5)
     rng = np.random.default_rng(config.seed)
     batch_size = config.n_envs * config.n_steps
@@ -188,8 +191,8 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
                 logits_BA, value_B = agent.logits_and_value(obs)
                 dist = torch.distributions.Categorical(logits=logits_BA)
                 action_B = dist.sample()
-            obs_TB[t], act_TB[t] = obs, action_B.numpy()
-            logp_TB[t], val_TB[t] = dist.log_prob(action_B).numpy(), value_B.numpy()
+            obs_TB[t], act_TB[t] = obs, action_B.cpu().numpy()
+            logp_TB[t], val_TB[t] = dist.log_prob(action_B).cpu().numpy(), value_B.cpu().numpy()
             obs, reward, term, trunc, info = envs.step(act_TB[t])
             reward = reward.astype(np.float32)
             # A copy: the bootstrap below must not leak into the logged (real) episode returns.
@@ -210,7 +213,7 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
         # -- GAE ----------------------------------------------------------------------------------------
         with torch.no_grad():
             _, next_value = agent.logits_and_value(obs)
-        next_value = next_value.numpy()
+        next_value = next_value.cpu().numpy()
         adv_TB = np.zeros_like(rew_TB)
         last = np.zeros(config.n_envs, dtype=np.float32)
         for t in reversed(range(config.n_steps)):
@@ -223,17 +226,14 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
 
         # -- update -------------------------------------------------------------------------------------
         agent.train()
-        b_obs = torch.as_tensor(obs_TB.reshape((batch_size,) + spec.obs_shape))
-        b_act = torch.as_tensor(act_TB.reshape(-1))
-        b_logp = torch.as_tensor(logp_TB.reshape(-1))
-        b_adv = torch.as_tensor(adv_TB.reshape(-1))
-        b_ret = torch.as_tensor(ret_TB.reshape(-1))
-        b_val = torch.as_tensor(val_TB.reshape(-1))
+        b_obs = to_device(obs_TB.reshape((batch_size,) + spec.obs_shape), device)
+        b_act, b_logp, b_adv, b_ret, b_val = (to_device(a.reshape(-1), device)
+                                              for a in (act_TB, logp_TB, adv_TB, ret_TB, val_TB))
         clipfracs = []
         for _epoch in range(config.update_epochs):
             order = rng.permutation(batch_size)
             for start in range(0, batch_size, minibatch):
-                mb = torch.as_tensor(order[start:start + minibatch])
+                mb = torch.as_tensor(order[start:start + minibatch], device=device)
                 logits_BA, value_B = agent.logits_and_value(b_obs[mb])
                 dist = torch.distributions.Categorical(logits=logits_BA)
                 logratio = dist.log_prob(b_act[mb]) - b_logp[mb]
@@ -283,6 +283,6 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
 
     wall = wall_before + time.time() - t0
     # The shipped policy is the actor alone: same trunk and head, no critic.
-    policy = build(replace(net_spec, value_head=False), "pi")
+    policy = build(replace(net_spec, value_head=False), "pi").to(device)
     policy.load_state_dict({k: v for k, v in agent.state_dict().items() if not k.startswith("value.")})
-    return finish_run(run, policy, config, spec, "ppo", global_step, wall, {"updates": update})
+    return finish_run(run, policy, config, spec, "ppo", global_step, wall, {"updates": update, **where})

@@ -21,6 +21,7 @@ import torch
 
 from ..envs import EnvSpec, make_env
 from ..evaluate import EvalResult, agreement, check_fits, pct_of_teacher, random_returns
+from ..hardware import device_of
 from ..runs import Run, load_policy, load_run_policy
 from ..teachers import teacher_path
 from ..trace import confusion
@@ -103,7 +104,7 @@ def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> 
         states.append(obs.copy())
         obs, *_ = envs.step(epsilon_greedy(teacher.act(obs).numpy(), env.n_actions, epsilon, rng))
     envs.close()
-    obs_N = torch.as_tensor(np.concatenate(states)[:n])
+    obs_N = torch.as_tensor(np.concatenate(states)[:n]).to(device_of(teacher))
     return obs_N, teacher.logits(obs_N)
 
 
@@ -128,8 +129,9 @@ def fit(optimizer, loss_fn, student_logits: torch.Tensor, teacher_out: torch.Ten
 
 
 def student_update(student, optimizer, loss_fn, memory, batch_size: int, rng: np.random.Generator) -> float:
-    """One supervised step on a minibatch of stored (state, teacher output) pairs; returns the loss."""
-    obs_B, extras = memory.sample_states(batch_size, rng)
+    """One supervised step on a minibatch of stored (state, teacher output) pairs, on the student's device;
+    returns the loss."""
+    obs_B, extras = memory.sample_states(batch_size, rng, device_of(student))
     return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
 
 
@@ -202,4 +204,4 @@ def confusion_on_heldout(student_run, n_states: int = 2_000, seed: int = 20_000,
     check_fits(student, spec, f"the student in {student_run}")
     obs_N, t_NA = teacher_states(teacher, spec, n_states, seed, epsilon)
     s_NA = student.logits(obs_N)
-    return confusion(t_NA.argmax(-1).numpy(), s_NA.argmax(-1).numpy(), spec.n_actions), list(spec.action_meanings)
+    return confusion(t_NA.argmax(-1).cpu().numpy(), s_NA.argmax(-1).cpu().numpy(), spec.n_actions), list(spec.action_meanings)

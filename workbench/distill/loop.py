@@ -27,13 +27,14 @@ import torch
 
 from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import Collector
-from ..config import ConfigError, Preset, check, with_preset
+from ..config import ConfigError, OnDevice, Preset, check, with_preset
 from ..envs import make_env
 from ..evaluate import evaluate, evaluate_teacher
+from ..hardware import place, resolve_device
 from ..memory import ReplayMemory
 from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
                     preset_spec, spec_for_fraction, spec_params)
-from ..runs import Checkpointer, machine, save_policy
+from ..runs import Checkpointer, save_policy
 from .engine import (Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
                      score_card, student_update, teacher_states)
 from .losses import check_actions, get_loss
@@ -44,7 +45,7 @@ Loss = Literal["nll", "mse", "kl"]
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(OnDevice):
     FLAGS: ClassVar[dict] = {"student_net": "preset-net", "student_width": "width", "student_family": "student",
                              "student_layers": "layers"}
 
@@ -191,119 +192,183 @@ def student_spec_for(config: DistillConfig, teacher_spec):
     return spec_for_fraction(base, share)
 
 
+class StudentRun:
+    """One student of a distillation run, from its config to its card: its network, optimizer, weight average,
+    minibatch RNG, run folder, checkpoint and schedule. ``distill`` trains one from a collection of its own;
+    ``shared.distill_shared`` trains several from one teacher-driven collection. The collection (envs, memory,
+    teacher, held-out states) is the caller's."""
+
+    def __init__(self, config: DistillConfig, out, teacher, teacher_card: dict, env, device, resume: bool,
+                 memory=None, rng: np.random.Generator | None = None, **record):
+        s_spec = student_spec_for(config, teacher.spec)
+        check_actions(s_spec.n_actions, teacher.n_actions)
+        # Defaults that depend on the teacher or the student are settled here, so the run's config.json records
+        # them (a resumed run keeps those it settled).
+        config = resumed_defaults(out, config, resume)
+        config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
+                                     tau=config.tau or default_tau(teacher_card))
+        self.config, self.spec, self.teacher, self.teacher_card, self.env = config, s_spec, teacher, teacher_card, env
+        self.student = build(s_spec, "pi", seed=config.seed)
+        self.where = place(device, memory, self.student)
+        self.loss_fn = get_loss(config.loss, config.tau)
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.average = WeightAverage(self.student, config.ema) if config.ema else None
+        self.policy = self.average.model if self.average else self.student  # acts, is evaluated and is saved
+        self.run = open_run(out, config, env, resume, **self.where, **record)
+        self.record = record
+        self.rng = rng if rng is not None else np.random.default_rng(config.seed)
+        self.memories = {"memory": memory} if memory is not None else {}
+        self.checkpointer = Checkpointer(self.run, nets={"student": self.student, **(
+            {"ema": self.average.model} if self.average else {})}, optimizers={"optim": self.optimizer},
+            memories=self.memories, rng=self.rng)
+        self.step = self.updates = self.queries = 0
+        self.wall_before = self.eval_seconds = 0.0
+        self.losses: list[float] = []
+        self.owed = 0.0
+
+    def restore(self) -> int:
+        """Load the run's checkpoint (if any); returns the env step it stopped at."""
+        state = self.checkpointer.restore() or {}
+        self.step, self.updates = state.get("step", 0), state.get("updates", 0)
+        self.queries = state.get("teacher_queries", 0)
+        self.wall_before, self.eval_seconds = state.get("wall_seconds", 0.0), state.get("eval_seconds", 0.0)
+        if self.average:
+            self.average.n = state.get("ema_updates", 0)
+        return self.step
+
+    def start(self, t0: float) -> None:
+        c = self.config
+        self.t0 = t0
+        self.schedule = Schedule(self.step, log=c.log_every, eval=c.eval_every, checkpoint=c.checkpoint_every)
+
+    def learn(self, step: int, memory) -> None:
+        """The updates owed after the collection reached ``step``: supervised steps on stored (state, teacher
+        output) pairs, ``updates_per_step`` per vector step once ``learning_starts`` states are in."""
+        c = self.config
+        self.step, self.queries = step, self.queries + c.n_envs
+        if step < c.learning_starts:
+            return
+        self.owed += c.updates_per_step
+        while self.owed >= 1:
+            self.owed -= 1
+            self.losses.append(student_update(self.student, self.optimizer, self.loss_fn, memory, c.batch_size,
+                                              self.rng))
+            self.updates += 1
+            if self.average:
+                self.average.update(self.student)
+
+    def wall(self) -> float:
+        return self.wall_before + time.time() - self.t0
+
+    def heldout(self, held, net=None) -> dict:
+        return heldout(net or self.policy, self.teacher, held, self.config.loss, self.config.tau)
+
+    def log(self, held, beta: float, done: bool, callback=None) -> dict | None:
+        """The metrics line when one is due: loss, held-out agreement and KL, and the return when an evaluation is."""
+        c, step = self.config, self.step
+        if not self.schedule.due("log", step, done):
+            return None
+        wall = self.wall()
+        t_eval = time.time()
+        row = {"losses/distill": float(np.mean(self.losses)) if self.losses else None, "charts/beta": beta,
+               "charts/updates": self.updates, "charts/teacher_queries": self.queries,
+               **{f"heldout/{k}": v for k, v in self.heldout(held).items()}, "wall_seconds": round(wall, 2)}
+        if self.average:  # the raw weights beside the average: what averaging buys, on the same held-out states
+            row.update({f"heldout/{k}_unaveraged": v for k, v in self.heldout(held, self.student).items()})
+        if self.schedule.due("eval", step):
+            row["charts/student_return"] = evaluate(self.policy, self.env.env_id, min(10, c.eval_episodes),
+                                                    c.eval_seed, self.env.settings).mean
+        # Measuring is not training: train_seconds leaves out the held-out and return evaluations (``wall`` was
+        # read before this row's, which count from the next row on).
+        row["train_seconds"] = round(wall - self.eval_seconds, 2)
+        self.eval_seconds += time.time() - t_eval
+        self.run.log(step, **row)
+        if callback:
+            callback({"step": step, **row})
+        self.losses = []
+        return row
+
+    def checkpoint(self, done: bool) -> None:
+        if self.schedule.due("checkpoint", self.step, done):
+            self.checkpointer.save({"step": self.step, "updates": self.updates, "teacher_queries": self.queries,
+                                    "wall_seconds": self.wall(), "eval_seconds": self.eval_seconds,
+                                    **({"ema_updates": self.average.n} if self.average else {})})
+
+    def finish(self, held, wall: float | None = None) -> dict:
+        """Evaluate student and teacher on the same seeds (the teacher's returns from its card if it holds them),
+        save the student and write the card; returns it."""
+        c, env, teacher = self.config, self.env, self.teacher
+        wall = self.wall() if wall is None else wall
+        s_eval = evaluate(self.policy, env.env_id, c.eval_episodes, c.eval_seed, env.settings)
+        t_eval = evaluate_teacher(teacher, self.teacher_card, env.env_id, c.eval_episodes, c.eval_seed, env.settings)
+        scores = score_card(s_eval, t_eval, env, c.eval_episodes, c.eval_seed)
+        measures = self.heldout(held)
+        save_policy(self.run.file("model.safetensors"), self.policy, env_id=env.env_id, algo="distill",
+                    teacher=c.teacher)
+        unaveraged = {}
+        if self.average:  # the final raw weights on the same seeds: a paired measure of what the average changed
+            raw = evaluate(self.student, env.env_id, c.eval_episodes, c.eval_seed, env.settings)
+            raw_scores = score_card(raw, t_eval, env, c.eval_episodes, c.eval_seed, scores.get("random_return_mean"))
+            unaveraged = {"ema_updates": self.average.n, "unaveraged": {
+                **raw.summary("return"), "pct_of_teacher": raw_scores["pct_of_teacher"],
+                **self.heldout(held, self.student)}}
+        student = self.student
+        card = {
+            "env_id": env.env_id, "algo": "distill", "preset": c.preset, "seed": c.seed,
+            "teacher": c.teacher, "teacher_params": teacher.n_params, "params": student.n_params,
+            "student_params": student.n_params, "compression": student.n_params / teacher.n_params,
+            "student_net": c.student_net, "net": dataclasses.asdict(self.spec), "kind": "pi",
+            "loss": c.loss, "tau": c.tau, "beta": c.beta, "ema": c.ema, "env_steps": self.step,
+            "frames": self.step * int(env.settings.get("frameskip", 1)), "updates": self.updates,
+            "teacher_queries": self.queries, "wall_seconds": round(wall, 1), "eval_seed": c.eval_seed, **scores,
+            "agreement": measures["agreement"], "kl": measures["kl"], "env_settings": env.settings,
+            "action_meanings": list(env.action_meanings), **self.where, **self.record,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
+        }
+        self.run.write_card(card)
+        return card
+
+
+def setup_collection(config: DistillConfig):
+    """(device, teacher on it, teacher's card, EnvSpec, empty replay memory with room for the teacher's outputs)."""
+    device = resolve_device(config.device)
+    teacher, teacher_card, env = load_teacher(config.teacher)
+    teacher.eval()
+    place(device, None, teacher)
+    memory = ReplayMemory(config.memory_size, env.obs_shape, env.obs_dtype, config.n_envs,
+                          env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)})
+    return device, teacher, teacher_card, env, memory
+
+
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
             callback=None) -> dict:
     """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
     seed_everything(config.seed)
-    teacher, teacher_card, env = load_teacher(config.teacher)
-    teacher.eval()
-    s_spec = student_spec_for(config, teacher.spec)
-    check_actions(s_spec.n_actions, teacher.n_actions)
-    # Defaults that depend on the teacher or the student are settled here, so the run's config.json records them
-    # (a resumed run keeps those it settled).
-    config = resumed_defaults(out, config, resume)
-    config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
-                                 tau=config.tau or default_tau(teacher_card))
-    student = build(s_spec, "pi", seed=config.seed)
-    loss_fn = get_loss(config.loss, config.tau)
+    device, teacher, teacher_card, env, memory = setup_collection(config)
+    rng = np.random.default_rng(config.seed)  # one generator: the collection's draws and the minibatches
+    s = StudentRun(config, out, teacher, teacher_card, env, device, resume, memory=memory, rng=rng)
+    config = s.config
     beta = beta_schedule(config.beta)
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
-    average = WeightAverage(student, config.ema) if config.ema else None
-    policy = average.model if average else student  # the student that acts, is evaluated and is saved
-
     envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
-    run = open_run(out, config, env, resume)
-    memory = ReplayMemory(config.memory_size, env.obs_shape, env.obs_dtype, config.n_envs,
-                          env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)})
-    rng = np.random.default_rng(config.seed)
     held = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777, config.teacher_epsilon)
-    checkpointer = Checkpointer(run, nets={"student": student, **({"ema": average.model} if average else {})},
-                                optimizers={"optim": optimizer}, memories={"memory": memory}, rng=rng)
-
-    state = (checkpointer.restore() if resume else None) or {}
-    step, updates, queries = state.get("step", 0), state.get("updates", 0), state.get("teacher_queries", 0)
-    wall_before, eval_seconds = state.get("wall_seconds", 0.0), state.get("eval_seconds", 0.0)
-    if average:
-        average.n = state.get("ema_updates", 0)
+    step = s.restore() if resume else 0
     obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, env, memory, obs, clip_rewards=False)
-    schedule = Schedule(step, log=config.log_every, eval=config.eval_every, checkpoint=config.checkpoint_every)
-    t0, losses, owed = time.time(), [], 0.0
-    bar = progress(config.total_steps, step, f"distill {config.loss} -> {s_spec.family}", progress_bar)
-
+    s.start(time.time())
+    bar = progress(config.total_steps, step, f"distill {config.loss} -> {s.spec.family}", progress_bar)
     while step < config.total_steps:
-        # -- collect: the teacher labels every state once; beta decides who acts ---------------------------
+        # -- collect: the teacher labels every state once; beta decides who acts ----------------------------
         b = beta(step / config.total_steps)
-        collect_step(collector, teacher, rng, config.teacher_epsilon, policy, b, config.student_greedy)
-        queries += config.n_envs
+        collect_step(collector, teacher, rng, config.teacher_epsilon, s.policy, b, config.student_greedy)
         step += config.n_envs
         bar.update(config.n_envs)
-
-        # -- learn: supervised updates on stored (state, teacher output) pairs -----------------------------
-        if step >= config.learning_starts:
-            owed += config.updates_per_step
-            while owed >= 1:
-                owed -= 1
-                losses.append(student_update(student, optimizer, loss_fn, memory, config.batch_size, rng))
-                updates += 1
-                if average:
-                    average.update(student)
-
-        wall = wall_before + time.time() - t0
+        # -- learn, log, checkpoint -----------------------------------------------------------------------
+        s.learn(step, memory)
         done = step >= config.total_steps
-        if schedule.due("log", step, done):
-            t_eval = time.time()
-            row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": b,
-                   "charts/updates": updates, "charts/teacher_queries": queries,
-                   **{f"heldout/{k}": v for k, v in heldout(policy, teacher, held, config.loss, config.tau).items()},
-                   "wall_seconds": round(wall, 2)}
-            if average:  # the raw weights beside the average: what averaging buys, on the same held-out states
-                row.update({f"heldout/{k}_unaveraged": v
-                            for k, v in heldout(student, teacher, held, config.loss, config.tau).items()})
-            if schedule.due("eval", step):
-                row["charts/student_return"] = evaluate(policy, env.env_id, min(10, config.eval_episodes),
-                                                        config.eval_seed, env.settings).mean
-            # Measuring is not training: train_seconds leaves out the held-out and return evaluations
-            # (``wall`` was read before this row's, which count from the next row on).
-            row["train_seconds"] = round(wall - eval_seconds, 2)
-            eval_seconds += time.time() - t_eval
-            run.log(step, **row)
-            if callback:
-                callback({"step": step, **row})
+        row = s.log(held, b, done, callback)
+        if row:
             bar.set_postfix(loss=f"{row['losses/distill'] or 0:.3f}", agree=f"{row['heldout/agreement']:.2f}")
-            losses = []
-        if schedule.due("checkpoint", step, done):
-            checkpointer.save({"step": step, "updates": updates, "teacher_queries": queries, "wall_seconds": wall,
-                               "eval_seconds": eval_seconds, **({"ema_updates": average.n} if average else {})})
+        s.checkpoint(done)
     bar.close()
     envs.close()
-    wall = wall_before + time.time() - t0
-
-    # -- evaluate student and teacher on the same seeds (the teacher's returns from its card if it holds them) --
-    s_eval = evaluate(policy, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-    t_eval = evaluate_teacher(teacher, teacher_card, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-    scores = score_card(s_eval, t_eval, env, config.eval_episodes, config.eval_seed)
-    measures = heldout(policy, teacher, held, config.loss, config.tau)
-    save_policy(run.file("model.safetensors"), policy, env_id=env.env_id, algo="distill", teacher=config.teacher)
-    unaveraged = {}
-    if average:  # the final raw weights on the same seeds: a paired measure of what the average changed
-        raw = evaluate(student, env.env_id, config.eval_episodes, config.eval_seed, env.settings)
-        raw_scores = score_card(raw, t_eval, env, config.eval_episodes, config.eval_seed,
-                                scores.get("random_return_mean"))
-        unaveraged = {"ema_updates": average.n, "unaveraged": {
-            **raw.summary("return"), "pct_of_teacher": raw_scores["pct_of_teacher"],
-            **heldout(student, teacher, held, config.loss, config.tau)}}
-    card = {
-        "env_id": env.env_id, "algo": "distill", "preset": config.preset, "seed": config.seed,
-        "teacher": config.teacher, "teacher_params": teacher.n_params, "params": student.n_params,
-        "student_params": student.n_params, "compression": student.n_params / teacher.n_params,
-        "student_net": config.student_net, "net": dataclasses.asdict(s_spec), "kind": "pi",
-        "loss": config.loss, "tau": config.tau, "beta": config.beta, "ema": config.ema, "env_steps": step,
-        "frames": step * int(env.settings.get("frameskip", 1)), "updates": updates, "teacher_queries": queries,
-        "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed, **scores,
-        "agreement": measures["agreement"], "kl": measures["kl"], "env_settings": env.settings,
-        "action_meanings": list(env.action_meanings), "machine": machine(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
-    }
-    run.write_card(card)
-    return card
+    return s.finish(held)

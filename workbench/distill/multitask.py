@@ -28,12 +28,13 @@ from torch import nn
 
 from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import Collector
-from ..config import ConfigError, Preset, check, with_preset
+from ..config import ConfigError, OnDevice, Preset, check, with_preset
 from ..envs import make_env
 from ..evaluate import evaluate, geometric_mean_pct
 from ..memory import ReplayMemory
 from ..nets import NetSpec, Policy, _trunk, make_spec
-from ..runs import Checkpointer, CheckpointError, _atomic_save_arrays, _read_safetensors, machine
+from ..hardware import device_of, memory_on_device, place, resolve_device
+from ..runs import Checkpointer, CheckpointError, _atomic_save_arrays, _read_safetensors
 from .engine import (Schedule, collect_step, default_tau, fit, heldout, load_teacher, score_card,
                      teacher_states)
 from .loop import Loss, default_lr
@@ -90,7 +91,7 @@ class MultiTaskStudent(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def logits(self, obs, game: int) -> torch.Tensor:
-        x = torch.as_tensor(obs).float()
+        x = torch.as_tensor(obs, device=device_of(self)).float()
         if self.trunk_spec.obs_scale != 1.0:
             x = x / self.trunk_spec.obs_scale
         missing = self.trunk_spec.obs_shape[0] - x.shape[1]
@@ -113,7 +114,7 @@ class MultiTaskStudent(nn.Module):
 
 
 def save_multitask(path: str | Path, student: MultiTaskStudent) -> None:
-    arrays = {k: v.detach().numpy() for k, v in student.state_dict().items()}
+    arrays = {k: v.detach().cpu().numpy() for k, v in student.state_dict().items()}
     _atomic_save_arrays(Path(path), arrays, student.meta())
 
 
@@ -136,7 +137,7 @@ def load_multitask(path: str | Path) -> MultiTaskStudent:
 
 
 @dataclass(frozen=True)
-class MultitaskConfig:
+class MultitaskConfig(OnDevice):
     teachers: tuple[str, ...] = ("minatar-breakout", "minatar-freeway")
     """Teacher run folders or shipped teacher names, one per game (at least two)."""
     preset: Preset = "demo"
@@ -255,6 +256,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     games' memories would make every checkpoint hundreds of MB) and refill from fresh teacher play.
     """
     seed_everything(config.seed)
+    device = resolve_device(config.device)
     loaded = [load_teacher(t) for t in config.teachers]
     teachers, cards, specs = [t for t, _, _ in loaded], [c for _, c, _ in loaded], [s for _, _, s in loaded]
     ids = [s.env_id for s in specs]
@@ -269,10 +271,11 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     config = dataclasses.replace(config, lr=config.lr or default_lr(student.trunk_spec.family),
                                  tau=config.tau or teachers_tau(cards))
     loss_fn = get_loss(config.loss, config.tau)
+    where = place(device, None, student, *teachers)
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
 
-    run = open_run(out, config, None, resume, games=ids)
+    run = open_run(out, config, None, resume, games=ids, **where)
     checkpointer = Checkpointer(run, nets={"student": student}, optimizers={"optim": optimizer}, rng=rng)
     state = (checkpointer.restore() if resume else None) or {}
     step, updates, wall_before = state.get("step", 0), state.get("updates", 0), state.get("wall_seconds", 0.0)
@@ -284,11 +287,13 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         memory = ReplayMemory(config.memory_per_game, spec.obs_shape, spec.obs_dtype, config.n_envs,
                               spec.settings.get("stack_num", 1), extras={"teacher": ((spec.n_actions,), np.float32)})
         held = teacher_states(teacher, spec, config.heldout_size, config.seed + 777_777 + g, config.teacher_epsilon)
+        if memory_on_device(memory.nbytes(), device):
+            memory.keep_on(device)
         games.append({"teacher": teacher, "spec": spec, "envs": envs, "memory": memory, "held": held,
                       "collector": Collector(envs, spec, memory, obs, clip_rewards=False), "losses": []})
 
     def update(g: int) -> None:
-        obs_B, extras = games[g]["memory"].sample_states(config.batch_size, rng)
+        obs_B, extras = games[g]["memory"].sample_states(config.batch_size, rng, device)
         games[g]["losses"].append(fit(optimizer, loss_fn, student.logits(obs_B, g), extras["teacher"]))
 
     t0, owed, filled = time.time(), 0.0, 0
@@ -350,7 +355,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         "width": config.width, "head_units": config.head_units, "loss": config.loss, "tau": config.tau,
         "preset": config.preset, "seed": config.seed, "env_steps_per_game": step, "updates": updates,
         "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed, "eval_episodes": config.eval_episodes,
-        "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **where, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     run.write_card(card)
     return card

@@ -36,18 +36,19 @@ import torch
 from ..agents.common import seed_everything
 from ..agents.dqn import dqn_config, train_dqn
 from ..agents.ppo import ppo_config, train_ppo
-from ..config import ConfigError, Preset, check
+from ..config import ConfigError, OnDevice, Preset, check
 from ..envs import make_env
 from ..evaluate import evaluate, pct_of_teacher, random_returns, threshold_return
 from ..nets import build, preset_spec
-from ..runs import Run, atomic_write_bytes, machine, save_policy
+from ..hardware import machine, resolve_device, to_device
+from ..runs import Run, atomic_write_bytes, save_policy
 from .engine import DEFAULT_TAU, KIND_OF_ALGO, fit, heldout, load_teacher, teacher_states
 from .loop import Loss, StudentNet, default_lr, distill, distill_config
 from .losses import get_loss
 
 
 @dataclass(frozen=True)
-class RealtimeConfig:
+class RealtimeConfig(OnDevice):
     FLAGS: ClassVar[dict] = {"env_id": "env", "students": "student"}
 
     env_id: str = "MinAtar/Breakout-v1"
@@ -206,7 +207,8 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     make_teacher_config, train = (ppo_config, train_ppo) if config.algo == "ppo" else (dqn_config, train_dqn)
     t_config = make_teacher_config(config.preset, config.env_id, seed=config.seed, width=config.teacher_width,
                                    total_steps=config.teacher_steps, eval_episodes=config.final_eval_episodes,
-                                   eval_seed=config.eval_seed)
+                                   eval_seed=config.eval_seed, device=config.device)
+    device = resolve_device(config.device)
     _, spec = make_env(config.env_id, 1, config.seed, **t_config.env_settings)
     run = Run(out)
     run.write_config(config, env_spec=spec.to_dict(), teacher_config=dataclasses.asdict(t_config))
@@ -224,7 +226,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         return time.time() - clock["start"] - clock["students"] - clock["eval"]
 
     def student_step(s: _Student, teacher) -> None:
-        obs_B, labels_BA = memory.sample(config.batch_size, rng)
+        obs_B, labels_BA = (to_device(a, device) for a in memory.sample(config.batch_size, rng))
         if config.recompute:
             with torch.no_grad():
                 labels_BA = teacher.logits(obs_B)
@@ -254,13 +256,13 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     def observe(teacher, states, step: int) -> None:
         if not students:  # built on first sight of the teacher, whose NetSpec sizes them
             for i, name in enumerate(config.students):
-                policy = build(preset_spec(name, teacher.spec), "pi", seed=config.seed + i)
+                policy = build(preset_spec(name, teacher.spec), "pi", seed=config.seed + i).to(device)
                 students.append(_Student(name, policy, torch.optim.Adam(policy.parameters(),
                                                                         lr=config.lr or default_lr(policy.spec.family))))
         t0 = time.time()
         with torch.no_grad():
-            labels = teacher.logits(states).numpy()
-        memory.add(np.asarray(states), labels)
+            labels = teacher.logits(states).cpu().numpy()
+        memory.add(states.cpu().numpy() if torch.is_tensor(states) else np.asarray(states), labels)
         label_seconds = time.time() - t0
         for s in students:
             t0 = time.time()
@@ -279,6 +281,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     t_card = train(t_config, out / "teacher", progress_bar=progress_bar, observer=observe)
     teacher_total = clock["teacher_done"] = teacher_seconds()
     teacher, _, _ = load_teacher(str(out / "teacher"))
+    teacher.to(device)
     step = t_card["env_steps"]
     last = log_point(step, teacher, "realtime")
     # The final teacher on the points' own seeds; a random policy there too where % of teacher needs it.
@@ -297,7 +300,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         t0 = time.time()
         with torch.no_grad():
             for start in range(0, memory.size, 4_096):
-                memory.labels[start:start + 4_096] = teacher.logits(memory.states[start:start + 4_096]).numpy()
+                memory.labels[start:start + 4_096] = teacher.logits(memory.states[start:start + 4_096]).cpu().numpy()
         for s in lagging:
             s.seconds += (time.time() - t0) / len(lagging)
     for s in lagging:
@@ -360,7 +363,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         "teacher_time_to_95": times["teacher_time_to_95"], "students": results,
         "loss": config.loss, "tau": config.tau, "updates_per_state": config.updates_per_state,
         "recompute": config.recompute, "wall_seconds": round(time.time() - clock["start"], 1),
-        "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "device": str(device), "machine": machine(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     run.write_card(card)
     return card

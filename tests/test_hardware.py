@@ -1,0 +1,170 @@
+"""Any hardware: --device, the cores, the replay memory's device mirror, and one collection shared by many students.
+
+A CI machine has no GPU: these tests take the device code path as far as a CPU allows (the memory's mirror gathered
+on the CPU, runs resumed under another --device) and check what a machine without the device says."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.distill.loop import distill, distill_config
+from workbench.envs import make_env
+from workbench.hardware import DeviceError, cores, default_threads, env_threads, resolve_device
+from workbench.memory import ReplayMemory
+
+TEACHER = "minatar-breakout"
+
+
+def test_auto_is_the_cpu_here_and_a_missing_device_is_refused_by_name(monkeypatch):
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal below is for machines without one")
+    with pytest.raises(DeviceError, match=r"--device cuda: torch .* sees no CUDA GPU .*use --device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match=r"--device 'gpu' is not a device; choose auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu")
+    with pytest.raises(DeviceError, match="not a device"):
+        resolve_device("cpu:1")
+    monkeypatch.setenv("WORKBENCH_THREADS", "0")
+    with pytest.raises(DeviceError, match=r"WORKBENCH_THREADS=0: give at least 1 thread"):
+        default_threads()
+    monkeypatch.delenv("WORKBENCH_THREADS")
+    assert default_threads() == cores() >= 1
+    monkeypatch.setenv("WORKBENCH_ENV_THREADS", "3")
+    assert env_threads(8) == 3 and env_threads(2) == 2
+
+
+def test_cli_refuses_a_device_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["distill", "--teacher", TEACHER, "--preset", "smoke", "--device", "gpu", "--out", str(out)]) == 2
+    assert re.search(r"device \(--device\) must be one of auto, cpu, cuda, cuda:N or mps, got 'gpu'",
+                     capsys.readouterr().err)
+    if not torch.cuda.is_available():
+        assert main(["distill", "--teacher", TEACHER, "--preset", "smoke", "--device", "cuda", "--out", str(out)]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+        assert main(["evaluate", TEACHER, "--episodes", "1", "--device", "cuda:0"]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", "MinAtar/Breakout-v1"])
+def test_the_device_mirror_gathers_the_same_minibatches_as_host_memory(env_id):
+    # Atari Breakout with random play loses its lives within a few hundred steps: the stacks cross episode starts,
+    # where the mirror must pad with zeros as the host path does.
+    _, spec = make_env(env_id, 1, 0)
+    stack = spec.settings.get("stack_num", 1)
+    extras = {"teacher": ((spec.n_actions,), np.float32)}
+    host = ReplayMemory(1_200, spec.obs_shape, spec.obs_dtype, 4, stack, extras=extras)
+    mirrored = ReplayMemory(1_200, spec.obs_shape, spec.obs_dtype, 4, stack, extras=extras)
+    mirrored.keep_on("cpu")
+    envs, _ = make_env(env_id, 4, 0)
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    starts = 0
+    for _ in range(450):  # wraps the 300-entry streams
+        action = rng.integers(0, spec.n_actions, 4)
+        labels = {"teacher": rng.random((4, spec.n_actions)).astype(np.float32)}
+        nxt, reward, term, trunc, info = envs.step(action)
+        from workbench.envs import final_obs
+
+        for m in (host, mirrored):
+            m.add(obs, action, reward, term, trunc, final_obs(nxt, term | trunc, info), labels)
+        starts += int((term | trunc).sum())
+        obs = nxt
+    envs.close()
+    for k in range(3):
+        a_obs, a_ex = host.sample_states(256, np.random.default_rng(k))
+        b_obs, b_ex = mirrored.sample_states(256, np.random.default_rng(k))
+        assert torch.equal(a_obs, b_obs) and torch.equal(a_ex["teacher"], b_ex["teacher"])
+    if stack > 1:
+        assert starts > 0, "no episode ended: the zero padding at episode starts went untested"
+        padded = (a_obs.reshape(256, stack, -1) == 0).all(-1)
+        assert padded.any(), "no sampled stack crossed an episode start"
+    # Restored from its checkpoint arrays, the mirror is rebuilt from them.
+    restored = ReplayMemory(1_200, spec.obs_shape, spec.obs_dtype, 4, stack, extras=extras)
+    restored.keep_on("cpu")
+    restored.load_state_arrays(host.state_arrays())
+    c_obs, c_ex = restored.sample_states(256, np.random.default_rng(2))
+    assert torch.equal(a_obs, c_obs) and torch.equal(a_ex["teacher"], c_ex["teacher"])
+
+
+def test_a_run_records_its_device_and_machine_and_resumes_under_another_device(tmp_path, monkeypatch):
+    import workbench.hardware as hardware
+
+    base = dict(student_net="tiny", seed=4, checkpoint_every=512, log_every=512)
+    skip = ("wall_seconds", "created", "replay_memory", "machine")
+    plain = distill(distill_config("smoke", TEACHER, total_steps=512, device="cpu", **base), tmp_path / "plain",
+                    progress_bar=False)
+    # The memory's device mirror, forced on for a CPU: the same run, its minibatches gathered from the mirror.
+    monkeypatch.setattr(hardware, "memory_on_device", lambda nbytes, device: True)
+    mirrored = distill(distill_config("smoke", TEACHER, total_steps=512, device="cpu", **base), tmp_path / "m",
+                       progress_bar=False)
+    assert {k: v for k, v in mirrored.items() if k not in skip} == {k: v for k, v in plain.items() if k not in skip}
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["device"] == "cpu" and config["replay_memory"]["on"] == "device"
+    assert plain["replay_memory"]["on"] == "host"
+    assert config["machine"]["cpus_available"] == cores() and config["machine"]["device"] == "cpu"
+    assert mirrored["device"] == "cpu" and mirrored["machine"]["torch_threads"] == torch.get_num_threads()
+    # Resumed with --device auto, the memory back in host memory: a run moves between devices.
+    monkeypatch.undo()
+    resumed = distill(distill_config("smoke", TEACHER, total_steps=1_024, device="auto", **base), tmp_path / "m",
+                      resume=True, progress_bar=False)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["replay_memory"]["on"] == "host"
+    assert resumed["env_steps"] == 1_024 and resumed["updates"] > mirrored["updates"]
+    segments = {json.loads(line)["segment"] for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()}
+    assert segments == {0, 1}
+
+
+def test_students_of_a_sweep_share_one_collection_and_resume_together(tmp_path):
+    from workbench.distill.shared import distill_shared
+    from workbench.sweep import sweep
+
+    kw = dict(teachers=[TEACHER], nets=["net3", "tiny"], losses=["kl", "nll"], seeds=[0, 1], preset="smoke",
+              engine="local", overrides={"total_steps": 1_024})
+    shared = sweep(out=tmp_path / "shared", **kw)
+    alone = sweep(out=tmp_path / "alone", share_data=False, **kw)
+    assert len(shared) == len(alone) == 8
+    cards = [json.loads(p.read_text()) for p in sorted((tmp_path / "shared").glob("*/*/card.json"))]
+    assert len(cards) == 8 and len({c["shared_data"]["collection"] for c in cards}) == 1
+    collection = tmp_path / "shared" / "minatar-breakout" / "collection-s0"
+    assert cards[0]["shared_data"]["collection"] == str(collection) and cards[0]["shared_data"]["collection_seed"] == 0
+    for c in cards:  # each names the seven others it shared its data with
+        assert len(c["shared_data"]["with"]) == 7 and c["env_steps"] == 1_024
+    assert json.loads((collection / "checkpoint.json").read_text())["step"] == 1_024
+    # Every student learnt: its own minibatches from the one stream, to its own numbers.
+    assert shared.groupby("student_net").agreement.min().min() > 0.3
+    assert len(set(shared.kl.round(6))) == 8
+    assert not list((tmp_path / "alone").glob("*/collection-*"))
+    assert all("shared_data" not in json.loads(p.read_text()) for p in (tmp_path / "alone").glob("*/*/card.json"))
+
+    # A group goes on together: stopped at 1,024 steps, resumed to 2,048, every student and the collection advance.
+    runs = sorted(p.parent for p in (tmp_path / "shared").glob("*/*/card.json"))[:3]
+    configs = [distill_config("smoke", TEACHER, student_net=json.loads((r / "config.json").read_text())["student_net"],
+                              seed=i, total_steps=2_048) for i, r in enumerate(runs)]
+    group = tmp_path / "group"
+    outs = [group / f"s{i}" for i in range(3)]
+    distill_shared([dataclasses_replace(c, total_steps=1_024) for c in configs], outs, group / "collection",
+                   progress_bar=False)
+    again = distill_shared(configs, outs, group / "collection", resume=True, progress_bar=False)
+    assert [c["env_steps"] for c in again] == [2_048] * 3
+    assert json.loads((group / "collection" / "checkpoint.json").read_text())["step"] == 2_048
+    # A student whose checkpoint is behind the collection's is named, and nothing is written.
+    (outs[1] / "checkpoint.json").unlink()
+    before = (outs[0] / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=rf"collection in {group / 'collection'} stopped at step 2048, but "
+                                         rf"{outs[1]} at 0: a group resumes together"):
+        distill_shared([dataclasses_replace(c, total_steps=4_096) for c in configs], outs, group / "collection",
+                       resume=True, progress_bar=False)
+    assert (outs[0] / "metrics.jsonl").read_text() == before
+    # Student-driven runs cannot share: their data depend on the student.
+    with pytest.raises(ValueError, match=r"beta 'linear:1:0': their data depend on the student"):
+        distill_shared([dataclasses_replace(configs[0], beta="linear:1:0")], [group / "x"], group / "c2")
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
