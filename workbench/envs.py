@@ -249,13 +249,15 @@ def _spec_of(env_id, family, obs_space, env_or_vec, s) -> EnvSpec:
     return EnvSpec(env_id, family, tuple(obs_space.shape), obs_space.dtype.name, len(meanings), meanings, s)
 
 
-def make_env(env_id: str, n_envs: int = 1, seed: int = 0, **settings) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+def make_env(env_id: str, n_envs: int = 1, seed: int = 0, num_threads: int | None = None,
+             **settings) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """A vector env of ``n_envs`` copies (SAME_STEP autoreset), reset with ``seed``, and its :class:`EnvSpec`.
 
     ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, one per core available: ``hardware.env_threads``;
     each env's frames do not depend on how many threads step them; Nature preprocessing inside); MinAtar and
     classic control use gymnasium's ``SyncVectorEnv`` (their steps are too cheap for processes to pay).
     ``settings`` override the family defaults (``ALE_DEFAULTS``, ``MINATAR_DEFAULTS``); unknown keys fail.
+    ``num_threads``: the Atari vector env's threads (default ``hardware.env_threads``); other families ignore it.
     """
     family = family_of(env_id)
     if n_envs < 1:
@@ -267,7 +269,7 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, **settings) -> tuple[g
 
         game = _ale_game(env_id)
         venv = AtariVectorEnv(
-            game, n_envs, num_threads=env_threads(n_envs), autoreset_mode="SameStep",
+            game, n_envs, num_threads=num_threads or env_threads(n_envs), autoreset_mode="SameStep",
             frameskip=s["frameskip"], repeat_action_probability=s["repeat_action_probability"],
             noop_max=s["noop_max"], stack_num=s["stack_num"], img_height=s["img_size"], img_width=s["img_size"],
             maxpool=s["maxpool"], use_fire_reset=s["use_fire_reset"], episodic_life=s["episodic_life"],

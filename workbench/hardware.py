@@ -105,6 +105,12 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return torch.device(kind)
 
 
+def available_devices() -> list[str]:
+    """What ``--device`` can be on this machine: auto, cpu, each CUDA GPU torch sees, and mps where there is one."""
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (["mps"] if _mps_available()
+                                                                                            else [])
+
+
 def memory_on_device(nbytes: int, device: torch.device) -> bool:
     """Whether a replay memory of ``nbytes`` is mirrored on ``device``: on a CUDA GPU when it takes at most
     ``DEVICE_MEMORY_SHARE`` of the memory free there now (then minibatches are gathered on the GPU and never

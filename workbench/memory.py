@@ -89,13 +89,17 @@ class ReplayMemory:
             self.head[envs] = (h + 1) % self.per_env
             self.written[envs] += 1
 
-    def add(self, obs, action, reward, terminated, truncated, next_obs, extras: dict | None = None) -> None:
-        """One vector step: ``next_obs`` is the true next observation (the terminal one where done)."""
-        fresh = ~self._current
-        if fresh.any():
-            envs = np.flatnonzero(fresh)
-            self._write_frames(envs, np.asarray(obs)[envs], first=True)
-        flat = self._rows + (self.head - 1) % self.per_env
+    def add(self, obs, action, reward, terminated, truncated, next_obs, extras: dict | None = None,
+            streams: slice | None = None) -> None:
+        """One vector step: ``next_obs`` is the true next observation (the terminal one where done). ``streams``: the
+        step of some envs only (a slice of the streams: half the envs, stepped while the other half waits)."""
+        envs = None if streams is None else np.arange(self.n_envs)[streams]
+        current = self._current if envs is None else self._current[envs]
+        if not current.all():
+            fresh = np.flatnonzero(~current)
+            self._write_frames(fresh if envs is None else envs[fresh], np.asarray(obs)[fresh], first=True)
+        rows, head = (self._rows, self.head) if envs is None else (self._rows[envs], self.head[envs])
+        flat = rows + (head - 1) % self.per_env
         self._flat(self.action)[flat] = action
         self._flat(self.reward)[flat] = reward
         self._flat(self.terminated)[flat] = terminated
@@ -105,9 +109,13 @@ class ReplayMemory:
             if self.mirror is not None:
                 self._extras_t[k][to_device(flat, self.mirror)] = to_device(self._flat(self.extras[k])[flat],
                                                                             self.mirror)
-        self._write_frames(None, np.asarray(next_obs), first=False)
+        self._write_frames(envs, np.asarray(next_obs), first=False)
         # After a done the terminal entry stays transition-free; the reset obs starts a new episode.
-        self._current = ~np.logical_or(terminated, truncated)
+        ended = np.logical_or(terminated, truncated)
+        if envs is None:
+            self._current = ~ended
+        else:
+            self._current[envs] = ~ended
 
     def set_extras(self, key: str, env_idx: np.ndarray, entry_idx: np.ndarray, values: np.ndarray) -> None:
         """Overwrite stored extras (e.g. refreshed teacher outputs) at positions from :meth:`sample_indices`."""

@@ -14,16 +14,17 @@ from .config import check_params as check_config
 _STATE = {"interactive": True}
 
 
-def setup(interactive: bool = True, threads: int = 1) -> None:
+def setup(interactive: bool = True, threads: int | None = None) -> None:
     """Plotly outputs carry both the plotly mimetype (JupyterLab) and self-contained HTML (exported reports).
 
-    Torch gets ``threads`` threads: the workbench's small nets gain nothing from more, and a notebook often
-    shares the machine with a sweep or a teacher training in the background.
+    Torch gets ``threads`` threads, by default WORKBENCH_THREADS or every core available (``hardware.set_threads``);
+    give fewer when the notebook shares the machine with a sweep or a teacher training in the background.
     """
     import plotly.io as pio
-    import torch
 
-    torch.set_num_threads(threads)
+    from .hardware import set_threads
+
+    set_threads(threads)
     if not isinstance(interactive, bool):
         raise TypeError(f"interactive must be True or False, got {interactive!r} ({type(interactive).__name__})")
     _STATE["interactive"] = interactive

@@ -11,6 +11,7 @@ import numpy as np
 from . import plots
 from .config import _plain, choices, convert, field_docs, hints
 from .distill.loop import DistillConfig, distill, distill_config
+from .hardware import available_devices
 from .nets import size_tag
 from .teachers import list_teachers
 from .trace import Trace, agent_view, branch, saliency, upscale
@@ -197,7 +198,7 @@ class DistillForm:
     ``run()`` distils with the form's current values and returns the card; the **Distil** button does the same.
     """
 
-    FIELDS = ("teacher", "student_net", "student_layers", "loss", "tau", "beta", "total_steps", "seed")
+    FIELDS = ("teacher", "student_net", "student_layers", "loss", "tau", "beta", "total_steps", "seed", "device")
 
     def __init__(self, out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, **values):
         import ipywidgets as W
@@ -210,8 +211,8 @@ class DistillForm:
         shipped = list_teachers()
         self.preset, self.out_dir, self.interactive = preset, out_dir, interactive
         style = {"description_width": "110px"}
-        self.fields = {name: config_widget(DistillConfig, name, start[name], style,
-                                           options=list(shipped["name"]) if name == "teacher" and len(shipped) else None)
+        options = {"teacher": list(shipped["name"]) if len(shipped) else None, "device": available_devices()}
+        self.fields = {name: config_widget(DistillConfig, name, start[name], style, options=options.get(name))
                        for name in self.FIELDS}
         self.button = W.Button(description="Distil", button_style="primary", icon="play")
         self.output = W.Output()

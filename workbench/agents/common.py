@@ -31,13 +31,15 @@ class EpisodeTracker:
         self.ret = np.zeros(n_envs)
         self.len = np.zeros(n_envs, dtype=np.int64)
 
-    def update(self, reward: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
-        self.ret += reward
-        self.len += 1
+    def update(self, reward: np.ndarray, done: np.ndarray, part: slice = slice(None)) -> list[tuple[float, int]]:
+        """After a step of the envs in ``part`` (all by default): the episodes that ended, (return, length)."""
+        ret, length = self.ret[part], self.len[part]  # views: the updates land in self.ret, self.len
+        ret += reward
+        length += 1
         if not done.any():
             return []
-        ended = [(float(self.ret[i]), int(self.len[i])) for i in np.flatnonzero(done)]
-        self.ret[done], self.len[done] = 0.0, 0
+        ended = [(float(ret[i]), int(length[i])) for i in np.flatnonzero(done)]
+        ret[done], length[done] = 0.0, 0
         return ended
 
 

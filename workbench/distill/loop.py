@@ -26,15 +26,14 @@ import numpy as np
 import torch
 
 from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
-from ..collect import Collector
+from ..collect import make_collector
 from ..config import ConfigError, OnDevice, Preset, check, with_preset
-from ..envs import make_env
 from ..evaluate import evaluate, evaluate_teacher
 from ..hardware import place, resolve_device
 from ..memory import ReplayMemory
 from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
                     preset_spec, spec_for_fraction, spec_params)
-from ..runs import Checkpointer, save_policy
+from ..runs import Checkpointer, read_json, save_policy
 from .engine import (Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
                      score_card, student_update, teacher_states)
 from .losses import check_actions, get_loss
@@ -80,6 +79,10 @@ class DistillConfig(OnDevice):
     """Env steps collected, summed over envs."""
     n_envs: int = 8
     """Parallel envs collecting."""
+    overlap: bool | None = None
+    """Atari: step half the envs while the teacher labels the other half and the student learns (ale-py's
+    send/recv). None: on for an Atari teacher with 2 or more envs (off for a run resumed from before the field
+    existed, which ran without); MinAtar and classic control step synchronously."""
     memory_size: int = 100_000
     """Replay capacity in states."""
     batch_size: int = 256
@@ -204,7 +207,11 @@ class StudentRun:
         check_actions(s_spec.n_actions, teacher.n_actions)
         # Defaults that depend on the teacher or the student are settled here, so the run's config.json records
         # them (a resumed run keeps those it settled).
-        config = resumed_defaults(out, config, resume)
+        config = resumed_defaults(out, config, resume, fields=("lr", "tau", "overlap"))
+        if config.overlap is None:  # a run resumed from before the field existed ran without it
+            older = resume and (Path(out) / "config.json").exists() and "overlap" not in read_json(
+                Path(out) / "config.json")
+            config = dataclasses.replace(config, overlap=env.family == "ale" and config.n_envs >= 2 and not older)
         config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
                                      tau=config.tau or default_tau(teacher_card))
         self.config, self.spec, self.teacher, self.teacher_card, self.env = config, s_spec, teacher, teacher_card, env
@@ -349,11 +356,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     s = StudentRun(config, out, teacher, teacher_card, env, device, resume, memory=memory, rng=rng)
     config = s.config
     beta = beta_schedule(config.beta)
-    envs, _ = make_env(env.env_id, config.n_envs, config.seed, **env.settings)
     held = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777, config.teacher_epsilon)
     step = s.restore() if resume else 0
-    obs, _ = envs.reset(seed=resume_seed(config.seed, step))
-    collector = Collector(envs, env, memory, obs, clip_rewards=False)
+    collector = make_collector(env, config.n_envs, config.seed, memory, config.overlap,
+                               resume_seed(config.seed, step), clip_rewards=False)
     s.start(time.time())
     bar = progress(config.total_steps, step, f"distill {config.loss} -> {s.spec.family}", progress_bar)
     while step < config.total_steps:
@@ -370,5 +376,5 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
             bar.set_postfix(loss=f"{row['losses/distill'] or 0:.3f}", agree=f"{row['heldout/agreement']:.2f}")
         s.checkpoint(done)
     bar.close()
-    envs.close()
+    collector.close()
     return s.finish(held)

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..agents.common import progress, resume_seed, seed_everything
-from ..collect import Collector
-from ..envs import make_env
+from ..collect import make_collector
 from ..hardware import place
 from ..runs import Checkpointer, Run, read_json
 from .engine import Schedule, collect_step, teacher_states
@@ -27,8 +26,8 @@ from .loop import DistillConfig, StudentRun, beta_schedule, setup_collection
 
 # What the collection is made of: students that share data must agree on all of these (the schedule fields too, so
 # that every student logs, evaluates and checkpoints at the steps the collection is at).
-DATA_FIELDS = ("teacher", "total_steps", "n_envs", "memory_size", "teacher_epsilon", "heldout_size", "log_every",
-               "eval_every", "eval_episodes", "eval_seed", "checkpoint_every", "device")
+DATA_FIELDS = ("teacher", "total_steps", "n_envs", "overlap", "memory_size", "teacher_epsilon", "heldout_size",
+               "log_every", "eval_every", "eval_episodes", "eval_seed", "checkpoint_every", "device")
 
 
 def teacher_driven(config: DistillConfig) -> bool:
@@ -89,9 +88,8 @@ def distill_shared(configs: list[DistillConfig], outs: list[str | Path], collect
         for s in students:
             s.restore()
     held = teacher_states(teacher, env, first.heldout_size, data_seed + 777_777, first.teacher_epsilon)
-    envs, _ = make_env(env.env_id, first.n_envs, data_seed, **env.settings)
-    obs, _ = envs.reset(seed=resume_seed(data_seed, step))
-    collector = Collector(envs, env, memory, obs, clip_rewards=False)
+    collector = make_collector(env, first.n_envs, data_seed, memory, students[0].config.overlap,
+                               resume_seed(data_seed, step), clip_rewards=False)
     t0 = time.time()
     for s in students:
         s.start(t0)
@@ -109,7 +107,7 @@ def distill_shared(configs: list[DistillConfig], outs: list[str | Path], collect
         if schedule.due("checkpoint", step, done):
             col_checkpoint.save({"step": step, "wall_seconds": time.time() - t0})
     bar.close()
-    envs.close()
+    collector.close()
     wall = students[0].wall()
     return [s.finish(held, wall) for s in students]
 

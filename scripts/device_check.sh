@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The accelerator checks, in one call that fits in minutes (../shared/DEVICE.md: what the machine has and what to
+# carry). From the repository root:
+#
+#   scripts/device_check.sh [OUT]              on the accelerator machine (the .whl folder carried along)
+#   DEVICE=cpu STEPS=20000 scripts/device_check.sh /tmp/check   the same script on a CPU, to test it first
+#
+# Writes OUT/log.txt and one JSON line per figure to OUT/figures.jsonl:
+#   1. the tests that need CUDA (tests/test_hardware.py on the GPU: a run moves GPU -> CPU -> GPU);
+#   2. `workbench bench --device $DEVICE` (every ratio against a baseline measured in the same run);
+#   3. one Atari Breakout net3 student (tau 1) of $STEPS env steps (default 800k), its wall time and % of teacher.
+# Each part has its own time limit (LIMIT_TESTS, LIMIT_BENCH, LIMIT_STUDENT seconds), so that the whole stays under
+# 8 minutes and a part that overruns still leaves the others' figures.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-device-check}
+DEVICE=${DEVICE:-cuda}
+STEPS=${STEPS:-800000}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+FIG="$OUT/figures.jsonl"
+: > "$FIG"
+if [ -d .whl ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >> "$LOG" 2>&1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+{ date; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; nproc; "$PY" -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } >> "$LOG" 2>&1
+
+t0=$SECONDS
+timeout "${LIMIT_TESTS:-120}" "$PY" -m pytest -q -p no:cacheprovider tests/test_hardware.py \
+  -k "gpu or device or mirror or refused" >> "$LOG" 2>&1
+echo "{\"part\": \"cuda tests\", \"rc\": $?, \"seconds\": $((SECONDS - t0))}" >> "$FIG"
+
+t0=$SECONDS
+timeout "${LIMIT_BENCH:-150}" "$PY" -m workbench bench --quick --device "$DEVICE" > "$OUT/bench.json" 2>> "$LOG"
+echo "{\"part\": \"bench\", \"rc\": $?, \"seconds\": $((SECONDS - t0)), \"file\": \"bench.json\"}" >> "$FIG"
+
+t0=$SECONDS
+rm -rf "$OUT/student"
+# The demo recipe's updates per env step (0.5 per vector step of 8 envs), whatever the number of envs.
+N_ENVS=${N_ENVS:-64}
+UPS=$("$PY" -c "print(0.5 * $N_ENVS / 8)")
+timeout "${LIMIT_STUDENT:-180}" "$PY" -m workbench distill --teacher atari-breakout --preset-net net3 --tau 1 \
+  --total-steps "$STEPS" --n-envs "$N_ENVS" --updates-per-step "$UPS" --memory-size "${MEMORY:-400000}" \
+  --eval-episodes 10 \
+  --device "$DEVICE" --quiet --out "$OUT/student" > "$OUT/student.json" 2>> "$LOG"
+rc=$?
+echo "{\"part\": \"atari breakout net3 student\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"steps\": $STEPS, \"file\": \"student.json\"}" >> "$FIG"
+cat "$FIG"
