@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .collect import Collector
+from .collect import Collector, make_collector
 from .distill.engine import collect_step, load_teacher, student_update
 from .distill.losses import get_loss
 from .envs import make_env
@@ -33,16 +33,14 @@ def _interleaved(runs: dict, chunks: int) -> dict:
 
 
 def _against_raw_env(env_id: str, settings: dict, n_envs: int, steps: int, name: str, collect, extras=None,
-                     chunks: int = 6, seed: int = 0) -> dict:
+                     chunks: int = 6, seed: int = 0, overlap: bool = False) -> dict:
     """Env steps/s of ``collect(collector, actions)`` (one chunk of collection) over the raw env's under the same
-    random actions: two copies of the same vector env stepped in alternating chunks."""
+    random actions: two copies of the same vector envs stepped in alternating chunks."""
     raw_envs, spec = make_env(env_id, n_envs, seed, **settings)
-    col_envs, _ = make_env(env_id, n_envs, seed, **settings)
-    obs, _ = col_envs.reset(seed=seed)
     per_chunk = max(1, steps // chunks)
     memory = ReplayMemory(max(4 * per_chunk * n_envs, 64 * n_envs), spec.obs_shape, spec.obs_dtype, n_envs,
                           spec.settings.get("stack_num", 1), extras=extras)
-    collector = Collector(col_envs, spec, memory, obs)
+    collector = make_collector(spec, n_envs, seed, memory, overlap)
     actions = np.random.default_rng(seed).integers(0, spec.n_actions, size=(per_chunk, n_envs))
 
     def raw():
@@ -56,7 +54,7 @@ def _against_raw_env(env_id: str, settings: dict, n_envs: int, steps: int, name:
 
     out = _interleaved({name: collected, "raw_env": raw}, chunks)
     raw_envs.close()
-    col_envs.close()
+    collector.close()
     return out | {"n_envs": n_envs, "env_threads": env_threads(n_envs) if env_id.startswith("ALE/") else 1}
 
 
@@ -71,9 +69,11 @@ def collector_ratio(env_id: str, n_envs: int, steps: int, chunks: int = 6) -> di
     return _against_raw_env(env_id, {}, n_envs, steps, "collector", collect, chunks=chunks) | {"target": ">= 0.9"}
 
 
-def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device, chunks: int = 4) -> dict:
+def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device, chunks: int = 4,
+                             overlap: bool = False) -> dict:
     """Env steps/s of distillation's collection (the teacher on ``device`` labels every state and acts
-    epsilon-greedy, the memory stores state and label) over the raw env's with the same envs and env threads."""
+    epsilon-greedy, the memory stores state and label) over the raw env's with the same envs and env threads;
+    ``overlap``: Atari's halves stepping while the other half is labelled (``collect.OverlapCollector``)."""
     import torch
 
     teacher, _, spec = load_teacher(teacher_name)
@@ -87,8 +87,8 @@ def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device,
             torch.cuda.synchronize(device)
 
     out = _against_raw_env(spec.env_id, spec.settings, n_envs, steps, "distill_collection", collect,
-                           extras={"teacher": ((spec.n_actions,), np.float32)}, chunks=chunks)
-    return out | {"teacher": teacher_name, "device": str(device), "target": ">= 0.8"}
+                           extras={"teacher": ((spec.n_actions,), np.float32)}, chunks=chunks, overlap=overlap)
+    return out | {"teacher": teacher_name, "device": str(device), "overlap": overlap, "target": ">= 0.8"}
 
 
 def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps: int = 400, seed: int = 0) -> dict:
@@ -272,6 +272,8 @@ def run_bench(quick: bool = False, device: str = "auto") -> dict:
     # The teacher labels every state on the device; on a CPU the Atari teacher's forward passes are the bound.
     for teacher, n_envs, steps in (("minatar-breakout", 8, 800 * scale), ("atari-breakout", 8, 40 * scale)):
         out["distill_collection"][teacher] = distill_collection_ratio(teacher, n_envs, steps, device)
+    out["distill_collection"]["atari-breakout overlapped"] = distill_collection_ratio(
+        "atari-breakout", 8, 40 * scale, device, overlap=True)
     out["vector_env"] = vector_env_ratio(steps=100 * scale)
     out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
     raw = collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"]
