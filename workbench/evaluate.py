@@ -203,13 +203,14 @@ def evaluate_teacher(teacher, card: dict, env_id: str, episodes: int, seed: int,
 
 
 @torch.no_grad()
-def agreement(student, teacher, obs, tau: float = 1.0) -> dict:
+def agreement(student, teacher, obs, tau: float = 1.0, teacher_out=None) -> dict:
     """On the same states: share of argmax actions that agree, and mean KL(teacher || student).
 
     The teacher's distribution is softmax(teacher_logits / tau) (for a DQN teacher pass Rusu's tau).
+    ``teacher_out``: the teacher's outputs on ``obs`` where they are at hand (a held-out set keeps them).
     """
     s_BA = student.logits(obs)
-    t_BA = teacher.logits(obs)
+    t_BA = teacher.logits(obs) if teacher_out is None else teacher_out
     if s_BA.shape[-1] != t_BA.shape[-1]:
         raise ValueError(f"student has {s_BA.shape[-1]} actions, teacher {t_BA.shape[-1]}")
     log_t = torch.log_softmax(t_BA / tau, -1)

@@ -22,6 +22,7 @@ import torch
 
 from .envs import EnvSpec, _ale_game, make_single_env
 from .evaluate import check_fits
+from .hardware import resolve_device
 from .runs import CheckpointError, atomic_write_bytes
 from .teachers import load
 
@@ -268,14 +269,20 @@ def _as_policy(p):
 
 @torch.no_grad()
 def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed: int = 0, max_steps: int = 2_000,
-                 epsilon: float = 0.0, keep_snapshots: bool = True, teacher_tau: float | None = None) -> Trace:
+                 epsilon: float = 0.0, keep_snapshots: bool = True, teacher_tau: float | None = None,
+                 device: str | None = None) -> Trace:
     """Play one episode with ``driver`` acting (greedy, or epsilon-greedy) and both networks on every frame.
 
     ``teacher``/``student`` are Policy objects or run folders. Both must have ``spec.n_actions`` outputs.
+    ``device``: where both networks run (``hardware.resolve_device``; default: where they are, a loaded folder's on
+    the CPU).
     """
     if driver not in ("teacher", "student"):
         raise ValueError(f"driver must be 'teacher' or 'student', got {driver!r}")
     teacher, student = _as_policy(teacher), _as_policy(student)
+    if device is not None:
+        where = resolve_device(device)
+        teacher, student = teacher.to(where), student.to(where)
     for name, p in (("teacher", teacher), ("student", student)):
         check_fits(p, spec, f"the {name}")
         if p.n_actions != spec.n_actions:

@@ -114,8 +114,8 @@ def measure_tau(loss: str, tau: float) -> float:
 
 
 def heldout(student, teacher, heldout_set: tuple[torch.Tensor, torch.Tensor], loss: str, tau: float) -> dict:
-    """Agreement and KL(teacher || student) on the held-out states."""
-    return agreement(student, teacher, heldout_set[0], measure_tau(loss, tau))
+    """Agreement and KL(teacher || student) on the held-out states (the teacher's outputs kept with them)."""
+    return agreement(student, teacher, heldout_set[0], measure_tau(loss, tau), teacher_out=heldout_set[1])
 
 
 # -- the update ---------------------------------------------------------------------------------------------------
