@@ -46,8 +46,21 @@ N_ENVS=${N_ENVS:-64}
 UPS=$("$PY" -c "print(0.5 * $N_ENVS / 8)")
 timeout "${LIMIT_STUDENT:-180}" "$PY" -m workbench distill --teacher atari-breakout --preset-net net3 --tau 1 \
   --total-steps "$STEPS" --n-envs "$N_ENVS" --updates-per-step "$UPS" --memory-size "${MEMORY:-400000}" \
-  --eval-episodes 10 \
+  --eval-episodes 10 --log-every "${LOG_EVERY:-50000}" \
   --device "$DEVICE" --quiet --out "$OUT/student" > "$OUT/student.json" 2>> "$LOG"
 rc=$?
-echo "{\"part\": \"atari breakout net3 student\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"steps\": $STEPS, \"file\": \"student.json\"}" >> "$FIG"
+# Its speed from the last metrics line, also when the time limit cut the run off (rc 124).
+speed=$("$PY" - "$OUT/student/metrics.jsonl" <<'PYEOF'
+import json, sys
+try:
+    rows = [json.loads(line) for line in open(sys.argv[1])]
+except OSError:
+    rows = []
+last = rows[-1] if rows else {}
+sec = last.get("train_seconds") or last.get("wall_seconds")
+print(json.dumps({"env_steps": last.get("step"), "train_seconds": sec,
+                  "env_steps_per_s": round(last["step"] / sec, 1) if sec else None}))
+PYEOF
+)
+echo "{\"part\": \"atari breakout net3 student\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"steps\": $STEPS, \"n_envs\": $N_ENVS, \"progress\": $speed, \"file\": \"student.json\"}" >> "$FIG"
 cat "$FIG"
