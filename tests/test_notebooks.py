@@ -15,7 +15,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CASES = {
     "00_tour": ({"total_steps": 6_000, "eval_episodes": 3}, 2),
     "01_train_teacher": ({"total_steps": 4_096}, 2),
-    "02_distill": ({"total_steps": 6_000, "layers": "12:24"}, 2),  # net3 at its own shape
+    "02_distill": ({"total_steps": 6_000, "layers": "12:24", "device": "cpu"}, 2),  # net3 at its own shape
     "03_frame_by_frame": ({"max_steps": 80, "branch_steps": 10}, 4),
     "04_compression_vs_performance": ({"total_steps": 2_048, "nets": ["tiny"], "losses": ["kl"]}, 1),
     "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
@@ -82,6 +82,7 @@ def _run_case(name, tmp_path):
     if name == "02_distill":  # the form's shape field reached the run
         card = json.loads((next((tmp_path / "runs" / "distill").glob("*/net3@12x24-kl-s0")) / "card.json").read_text())
         assert (card["net"]["conv"], card["net"]["hidden"]) == ([12], [24])
+        assert card["device"] == "cpu"  # and its device field
     if name == "10_reproduce_policy_distillation":  # geometric means say what they are taken over
         assert "Each geometric mean is over kl: 1 games, at least 1 seeds" in html
         assert "workbench --threads 1 sweep --teacher minatar-asterix" in html  # the commands that make the runs
