@@ -137,6 +137,17 @@ def test_students_of_a_sweep_share_one_collection_and_resume_together(tmp_path):
     # Every student learnt: its own minibatches from the one stream, to its own numbers.
     assert shared.groupby("student_net").agreement.min().min() > 0.3
     assert len(set(shared.kl.round(6))) == 8
+    # Cut off while the students wrote their cards: the two seed-0 runs left go on as the group they were, from the
+    # same collection folder, and the others' cards stay as they are.
+    folder = tmp_path / "shared" / "minatar-breakout"
+    for run in ("net3-kl-s0", "tiny-nll-s0"):
+        (folder / run / "card.json").unlink()
+    kept = {p: p.read_text() for p in folder.glob("*/card.json")}
+    again = sweep(out=tmp_path / "shared", **kw)
+    assert {p: p.read_text() for p in kept} == kept and len(list(folder.glob("*/card.json"))) == 8
+    assert sorted(p.name for p in folder.glob("collection-*")) == ["collection-s0"]
+    pd_cols = ["student_net", "loss", "seed", "return_mean", "agreement"]
+    assert again[pd_cols].equals(shared[pd_cols])
     assert not list((tmp_path / "alone").glob("*/collection-*"))
     assert all("shared_data" not in json.loads(p.read_text()) for p in (tmp_path / "alone").glob("*/*/card.json"))
 

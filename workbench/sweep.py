@@ -120,10 +120,11 @@ def run_group(jobs: list[dict], preset: str, overrides: dict, progress_bar: bool
 
     torch.set_num_threads(1)
     configs = [job_config(job, preset, overrides) for job in jobs]
-    collection = collection_folder(jobs)
+    collection = Path(jobs[0].get("collection") or collection_folder(jobs))
     resume = (collection / "checkpoint.json").exists() or any((Path(j["out"]) / "checkpoint.json").exists()
                                                                 for j in jobs)
-    return distill_shared(configs, [j["out"] for j in jobs], collection, resume=resume, progress_bar=progress_bar)
+    return distill_shared(configs, [j["out"] for j in jobs], collection, resume=resume, progress_bar=progress_bar,
+                          group=jobs[0].get("group"), data_seed=jobs[0].get("collection_seed"))
 
 
 def schedule(jobs: list[dict], preset: str, overrides: dict, share_data: bool) -> tuple[dict, list, list]:
@@ -135,10 +136,23 @@ def schedule(jobs: list[dict], preset: str, overrides: dict, share_data: bool) -
     todo = [i for i in range(len(jobs)) if i not in done]
     if not share_data:
         return done, [], todo
-    shared, alone = groups([configs[i] for i in todo])
-    together = [[todo[k] for k in g] for g in shared if len(g) > 1]
-    alone = [todo[k] for k in alone] + [todo[g[0]] for g in shared if len(g) == 1]
-    return done, together, sorted(alone)
+    # Groups are made over every run of the sweep, finished or not, so that a group interrupted while its students
+    # wrote their cards goes on with the same collection folder and as a group, however many of it are left.
+    shared, alone = groups(configs)
+    together = []
+    for g in shared:
+        if len(g) == 1:
+            alone.extend(g)
+            continue
+        members = [jobs[i] for i in g]
+        whole = {"collection": str(collection_folder(members)), "group": [j["out"] for j in members],
+                 "collection_seed": min(j["seed"] for j in members)}
+        left = [i for i in g if i not in done]
+        for i in left:
+            jobs[i].update(whole)
+        if left:
+            together.append(left)
+    return done, together, sorted(i for i in alone if i not in done)
 
 
 def sweep(teachers, nets, losses, seeds, out: str | Path, preset: str = "demo", engine: str = "local",

@@ -58,29 +58,33 @@ def check_group(configs: list[DistillConfig]) -> None:
 
 
 def distill_shared(configs: list[DistillConfig], outs: list[str | Path], collection: str | Path,
-                   resume: bool = False, progress_bar: bool = True) -> list[dict]:
+                   resume: bool = False, progress_bar: bool = True, group: list[str] | None = None,
+                   data_seed: int | None = None) -> list[dict]:
     """Train every config's student from one teacher-driven collection; each writes its run folder in ``outs``,
-    the collection's checkpoint goes to the folder ``collection``. Returns the students' cards, in order."""
+    the collection's checkpoint goes to the folder ``collection``. Returns the students' cards, in order.
+    ``group`` and ``data_seed``: the whole group's run folders and collection seed where only some of it is left to
+    run (the others finished before an interruption); by default ``outs`` and their lowest seed."""
     check_group(configs)
     if len(outs) != len(configs) or len({str(Path(o)) for o in outs}) != len(outs):
         raise ValueError("give one distinct run folder per config")
     outs = [Path(o) for o in outs]
+    group = [Path(o) for o in group] if group else outs
     if resume:
         _check_together(Path(collection), outs)
     first = configs[0]
-    data_seed = min(c.seed for c in configs)
+    data_seed = min(c.seed for c in configs) if data_seed is None else data_seed
     seed_everything(data_seed)
     device, teacher, teacher_card, env, memory = setup_collection(first)
     replay = place(device, memory)["replay_memory"]
-    shared = {"collection": str(collection), "collection_seed": data_seed, "students": len(outs)}
+    shared = {"collection": str(collection), "collection_seed": data_seed, "students": len(group)}
     students = [StudentRun(c, out, teacher, teacher_card, env, device, resume, replay_memory=replay,
-                           shared_data={**shared, "with": [str(o) for o in outs if o != out]})
+                           shared_data={**shared, "with": [str(o) for o in group if o != out]})
                 for c, out in zip(configs, outs)]
 
     rng = np.random.default_rng(data_seed)  # the collection's draws; each student samples with its own generator
     col_run = Run(collection)
     col_run.write_config({**{f: getattr(first, f) for f in DATA_FIELDS}, "collection_seed": data_seed,
-                          "runs": [str(o) for o in outs], "env_spec": env.to_dict()})
+                          "runs": [str(o) for o in group], "env_spec": env.to_dict()})
     col_checkpoint = Checkpointer(col_run, memories={"memory": memory}, rng=rng)
     step = 0
     if resume:
