@@ -21,6 +21,7 @@ def test_environment_yml_parses_and_matches_pyproject():
     conda_python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["dev"] + project["optional-dependencies"]["ray"]
+    wanted += project["optional-dependencies"]["sb3"]
     assert sorted(p for p in pip if not p.startswith("-e")) == sorted(wanted)
     assert "-e ." in pip
     assert conda_python == "python=3.11"
@@ -31,7 +32,7 @@ def test_torch_is_pinned_first_in_the_makefile_and_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pin = next(d for d in project["dependencies"] if _name(d) == "torch")
     assert f"TORCH := {pin}" in makefile
-    assert makefile.index("$(TORCH)") < makefile.index("-e '.[dev,ray]'")
+    assert makefile.index("$(TORCH)") < makefile.index("-e '.[dev,ray,sb3]'")
 
 
 def test_readme_shows_the_two_commands_and_ci_calls_make_test():

@@ -1,5 +1,5 @@
 """The `workbench` command: doctor, train, evaluate, distill, distill-realtime, distill-multitask, sweep,
-reproduce, teachers, bench, report, demo."""
+import-teacher, reproduce, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -111,6 +111,22 @@ def cmd_distill(args) -> int:
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
                                             "pct_of_teacher_kind", "agreement", "kl", "teacher_queries",
                                             "wall_seconds")}))
+    return 0
+
+
+def cmd_import_teacher(args) -> int:
+    _threads(args.threads)
+    from .config import values
+    from .imports import ImportConfig, import_teacher
+
+    given = values(args, ImportConfig)
+    config = ImportConfig(**given)
+    card = import_teacher(config, args.out, progress_bar=not args.quiet)
+    lib = card.get("library_return") or {}
+    print(json.dumps({**{k: card[k] for k in ("env_id", "algo", "kind", "params", "return_mean", "return_std",
+                                              "return_n")},
+                      "library_return_mean": lib.get("mean"), "library_return_why": lib.get("why"),
+                      "origin": card["origin"].get("library"), "out": str(args.out)}))
     return 0
 
 
@@ -265,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill.loop import DistillConfig
     from .distill.multitask import MultitaskConfig
     from .distill.realtime import RealtimeConfig
+    from .imports import ImportConfig
 
     p = argparse.ArgumentParser(prog="workbench", description="Policy distillation workbench")
     p.add_argument("--threads", type=int, default=None,
@@ -312,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "config.json records it)")
     _run_flags(s)
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("import-teacher", help="a teacher from Stable-Baselines3 (.zip) or cleanrl (.cleanrl_model), "
+                       "read without unpickling, as a teacher run folder")
+    s.add_argument("--from", dest="origin", required=True, choices=("sb3", "cleanrl"),
+                   help="the library that saved it (a torch module in Python: workbench.imports.import_module)")
+    s.add_argument("path", help="the model file: an SB3 model.save() zip, or a cleanrl .cleanrl_model state dict")
+    add_arguments(s, ImportConfig, skip=("origin", "path"), required=("env_id",))
+    s.add_argument("--out", required=True, help="teacher run folder to write (a new or empty one)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_import_teacher)
 
     s = sub.add_parser("distill-realtime", help="train a teacher while students distil from it (Sun & Fazli), "
                        "timed against train-then-distill")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 FAMILIES = ("nature_cnn", "minatar_cnn", "mlp")
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 # Layer sizes from Rusu et al. 2016, Table 1 (conv channels, hidden units); the teacher is Nature DQN.
 RUSU_NATURE = {
@@ -63,6 +64,9 @@ class NetSpec:
     """Observations are divided by this before the first layer (255 for uint8 Atari frames)."""
     value_head: bool = False
     """An extra scalar head for a critic (PPO); it is not counted as acting parameters."""
+    activation: str = "relu"
+    """Nonlinearity after each fully connected hidden layer: relu, or tanh (Stable-Baselines3's and cleanrl's
+    actor-critic MLPs). Conv layers are always followed by a ReLU."""
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -70,13 +74,18 @@ class NetSpec:
         object.__setattr__(self, "obs_shape", tuple(int(x) for x in self.obs_shape))
         object.__setattr__(self, "conv", tuple(int(x) for x in self.conv))
         object.__setattr__(self, "hidden", tuple(int(x) for x in self.hidden))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if self.family == "mlp" and self.conv:
             raise ValueError("an mlp has no conv layers; leave conv empty")
         if self.family == "nature_cnn" and len(self.conv) != 3:
             raise ValueError("nature_cnn needs exactly three conv layers (kernels 8/4, 4/2, 3/1)")
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        if d["activation"] == "relu":  # the specs written before the field existed read the same
+            del d["activation"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetSpec":
@@ -108,7 +117,7 @@ def _trunk(spec: NetSpec) -> tuple[nn.Module, int]:
         n = int(math.prod(spec.obs_shape))
         layers.append(nn.Flatten())
     for units in spec.hidden:
-        layers += [nn.Linear(n, units), nn.ReLU()]
+        layers += [nn.Linear(n, units), ACTIVATIONS[spec.activation]()]
         n = units
     return nn.Sequential(*layers), n
 
