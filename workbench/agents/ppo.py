@@ -122,6 +122,21 @@ def learner_done(term, trunc, lives, info) -> tuple[np.ndarray, np.ndarray | Non
     return done | (now < lives), now
 
 
+def gae(rew_TB: np.ndarray, val_TB: np.ndarray, done_TB: np.ndarray, next_value: np.ndarray, gamma: float,
+        lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimates (Schulman et al. 2016) of a rollout [T, B], and the value targets (advantage
+    + value). ``done_TB[t]``: the episode ended at step t, so step t + 1 does not bootstrap it."""
+    adv_TB = np.zeros_like(rew_TB)
+    last = np.zeros(rew_TB.shape[1], dtype=np.float32)
+    for t in reversed(range(len(rew_TB))):
+        nv = next_value if t == len(rew_TB) - 1 else val_TB[t + 1]
+        nonterminal = 1.0 - done_TB[t]
+        delta = rew_TB[t] + gamma * nv * nonterminal - val_TB[t]
+        last = delta + gamma * lam * nonterminal * last
+        adv_TB[t] = last
+    return adv_TB, adv_TB + val_TB
+
+
 def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
     from ..envs import family_of
 
@@ -213,16 +228,7 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
         # -- GAE ----------------------------------------------------------------------------------------
         with torch.no_grad():
             _, next_value = agent.logits_and_value(obs)
-        next_value = next_value.cpu().numpy()
-        adv_TB = np.zeros_like(rew_TB)
-        last = np.zeros(config.n_envs, dtype=np.float32)
-        for t in reversed(range(config.n_steps)):
-            nv = next_value if t == config.n_steps - 1 else val_TB[t + 1]
-            nonterminal = 1.0 - done_TB[t]
-            delta = rew_TB[t] + config.gamma * nv * nonterminal - val_TB[t]
-            last = delta + config.gamma * config.gae_lambda * nonterminal * last
-            adv_TB[t] = last
-        ret_TB = adv_TB + val_TB
+        adv_TB, ret_TB = gae(rew_TB, val_TB, done_TB, next_value.cpu().numpy(), config.gamma, config.gae_lambda)
 
         # -- update -------------------------------------------------------------------------------------
         agent.train()

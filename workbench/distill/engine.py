@@ -110,7 +110,7 @@ def teacher_states(teacher, env: EnvSpec, n: int, seed: int, epsilon: float) -> 
 
 def measure_tau(loss: str, tau: float) -> float:
     """The temperature the held-out KL is measured at: the one the student is trained towards under KL, else 1."""
-    return tau if loss == "kl" else 1.0
+    return tau if loss in ("kl", "ppd") else 1.0
 
 
 def heldout(student, teacher, heldout_set: tuple[torch.Tensor, torch.Tensor], loss: str, tau: float) -> dict:

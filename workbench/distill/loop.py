@@ -40,7 +40,7 @@ from .losses import check_actions, get_loss
 
 StudentNet = Literal["teacher", "net1", "net2", "net3", "tiny"]
 Family = Literal["nature_cnn", "minatar_cnn", "mlp"]
-Loss = Literal["nll", "mse", "kl"]
+Loss = Literal["nll", "mse", "kl", "ppd"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class DistillConfig(OnDevice):
     """The student's own layer widths, 'CONV:HIDDEN' (e.g. '8:16'): its shape instead of the width knob's. With
     student_net they must come within 15% of that preset's parameters: another shape at the same size."""
     loss: Loss = "kl"
-    """nll, mse or kl."""
+    """nll, mse or kl: supervised on stored teacher outputs. ppd: proximal policy distillation (Spigler 2024), the
+    student a PPO learner on its own rollouts with a clipped KL term to the teacher (distill.proximal; beta 0)."""
     tau: float | None = None
     """KL temperature applied to the teacher; None: by the teacher's outputs, 0.01 for a DQN's Q-values (Rusu),
     1 for a PPO policy's logits (engine.DEFAULT_TAU). The run's config.json records the one it used."""
@@ -108,6 +109,25 @@ class DistillConfig(OnDevice):
     ema: float = 0.0
     """Decay of a moving average of the student's weights, per update (0: off; 0.999 averages over about the
     last 1,000 updates). When on, the averaged student acts, is evaluated and is saved."""
+    target_return: float | None = None
+    """Stop once an evaluation during the run reaches this mean return over eval_episodes episodes from eval_seed
+    (checked every eval_every env steps); the card records the env steps and train seconds it took."""
+    ppd_lambda: float = 1.0
+    """ppd: weight of the KL term to the teacher (sb3_distill's distill_lambda)."""
+    ppd_rollout: int = 128
+    """ppd: steps per env in each rollout the student learns from."""
+    ppd_epochs: int = 4
+    """ppd: passes over each rollout (minibatches of batch_size states)."""
+    ppd_clip: float = 0.2
+    """ppd: PPO's clip range of the probability ratio, which also bounds the KL term's weight from below."""
+    ppd_gamma: float = 0.99
+    """ppd: discount of the env rewards the student's advantages are computed from."""
+    ppd_gae_lambda: float = 0.95
+    """ppd: GAE lambda of those advantages."""
+    ppd_ent_coef: float = 0.0
+    """ppd: weight of the entropy bonus (SB3's PPO default 0)."""
+    ppd_vf_coef: float = 0.5
+    """ppd: weight of the value loss."""
 
     def __post_init__(self):
         check(self, positive=("student_width", "total_steps", "n_envs", "memory_size", "batch_size", "tau", "lr",
@@ -116,6 +136,15 @@ class DistillConfig(OnDevice):
         beta_schedule(self.beta)
         if self.student_layers is not None:
             parse_layers(self.student_layers)
+        check(self, positive=("ppd_rollout", "ppd_epochs"), non_negative=("ppd_lambda", "ppd_clip", "ppd_ent_coef",
+                                                                           "ppd_vf_coef"),
+              probability=("ppd_gamma", "ppd_gae_lambda"))
+        if self.loss == "ppd" and self.beta != "0":
+            raise ConfigError(f"loss ppd learns on the student's own rollouts: beta (--beta) must be 0, got "
+                              f"{self.beta!r} (leave --beta out with --loss ppd)")
+        if self.loss == "ppd" and self.ema:
+            raise ConfigError("ema (--ema) is not used by loss ppd: the student that acts in its rollouts is the one "
+                              "evaluated; leave --ema out")
         if self.ema and not 0.0 < self.ema < 1.0:
             raise ConfigError(f"ema (--ema) must be in (0, 1), e.g. 0.999, got {self.ema!r}; 0 turns the average off")
 
@@ -145,6 +174,8 @@ def default_lr(family: str) -> float:
 
 
 def distill_config(preset: str, teacher: str, **overrides) -> DistillConfig:
+    if overrides.get("loss") == "ppd":  # the student collects: PPD has no teacher-driven form
+        overrides.setdefault("beta", "0")
     return with_preset(DistillConfig, preset, DISTILL_PRESETS, fixed={"teacher": str(teacher)}, **overrides)
 
 
@@ -204,6 +235,8 @@ class StudentRun:
     def __init__(self, config: DistillConfig, out, teacher, teacher_card: dict, env, device, resume: bool,
                  memory=None, rng: np.random.Generator | None = None, **record):
         s_spec = student_spec_for(config, teacher.spec)
+        if config.loss == "ppd":  # a PPO learner: a critic head on the student's trunk (not counted as acting)
+            s_spec = dataclasses.replace(s_spec, value_head=True)
         check_actions(s_spec.n_actions, teacher.n_actions)
         # Defaults that depend on the teacher or the student are settled here, so the run's config.json records
         # them (a resumed run keeps those it settled).
@@ -232,6 +265,7 @@ class StudentRun:
         self.wall_before = self.eval_seconds = 0.0
         self.losses: list[float] = []
         self.owed = 0.0
+        self.reached: dict | None = None  # where an evaluation first reached config.target_return
 
     def restore(self) -> int:
         """Load the run's checkpoint (if any); returns the env step it stopped at."""
@@ -241,6 +275,7 @@ class StudentRun:
         self.wall_before, self.eval_seconds = state.get("wall_seconds", 0.0), state.get("eval_seconds", 0.0)
         if self.average:
             self.average.n = state.get("ema_updates", 0)
+        self.reached = state.get("reached")
         return self.step
 
     def start(self, t0: float) -> None:
@@ -282,12 +317,17 @@ class StudentRun:
                **{f"heldout/{k}": v for k, v in self.heldout(held).items()}, "wall_seconds": round(wall, 2)}
         if self.average:  # the raw weights beside the average: what averaging buys, on the same held-out states
             row.update({f"heldout/{k}_unaveraged": v for k, v in self.heldout(held, self.student).items()})
-        if self.schedule.due("eval", step):
-            row["charts/student_return"] = evaluate(self.policy, self.env.env_id, min(10, c.eval_episodes),
-                                                    c.eval_seed, self.env.settings).mean
         # Measuring is not training: train_seconds leaves out the held-out and return evaluations (``wall`` was
         # read before this row's, which count from the next row on).
         row["train_seconds"] = round(wall - self.eval_seconds, 2)
+        if self.schedule.due("eval", step):
+            # Against a target, the full evaluation (its episodes are the target's definition); else a quick look.
+            n = c.eval_episodes if c.target_return is not None else min(10, c.eval_episodes)
+            row["charts/student_return"] = evaluate(self.policy, self.env.env_id, n, c.eval_seed,
+                                                    self.env.settings).mean
+            if c.target_return is not None and self.reached is None and row["charts/student_return"] >= c.target_return:
+                self.reached = {"return": row["charts/student_return"], "env_steps": step,
+                                "train_seconds": row["train_seconds"], "updates": self.updates}
         self.eval_seconds += time.time() - t_eval
         self.run.log(step, **row)
         if callback:
@@ -295,10 +335,15 @@ class StudentRun:
         self.losses = []
         return row
 
+    def due(self, step: int, total: int) -> bool:
+        """Whether the run is over at ``step``: its env steps are spent, or an evaluation reached its target."""
+        return step >= total or self.reached is not None
+
     def checkpoint(self, done: bool) -> None:
         if self.schedule.due("checkpoint", self.step, done):
             self.checkpointer.save({"step": self.step, "updates": self.updates, "teacher_queries": self.queries,
                                     "wall_seconds": self.wall(), "eval_seconds": self.eval_seconds,
+                                    "reached": self.reached,
                                     **({"ema_updates": self.average.n} if self.average else {})})
 
     def finish(self, held, wall: float | None = None) -> dict:
@@ -331,6 +376,8 @@ class StudentRun:
             "agreement": measures["agreement"], "kl": measures["kl"], "env_settings": env.settings,
             "action_meanings": list(env.action_meanings), **self.where, **self.record,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
+            **({"target_return": c.target_return, "target_reached": self.reached}
+               if c.target_return is not None else {}),
         }
         self.run.write_card(card)
         return card
@@ -350,6 +397,10 @@ def setup_collection(config: DistillConfig):
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
             callback=None) -> dict:
     """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
+    if config.loss == "ppd":  # on-policy: PPO rollouts instead of a replay memory
+        from .proximal import distill_proximal
+
+        return distill_proximal(config, out, resume, progress_bar, callback)
     seed_everything(config.seed)
     device, teacher, teacher_card, env, memory = setup_collection(config)
     rng = np.random.default_rng(config.seed)  # one generator: the collection's draws and the minibatches
@@ -362,7 +413,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
                                resume_seed(config.seed, step), clip_rewards=False)
     s.start(time.time())
     bar = progress(config.total_steps, step, f"distill {config.loss} -> {s.spec.family}", progress_bar)
-    while step < config.total_steps:
+    while not s.due(step, config.total_steps):
         # -- collect: the teacher labels every state once; beta decides who acts ----------------------------
         b = beta(step / config.total_steps)
         collect_step(collector, teacher, rng, config.teacher_epsilon, s.policy, b, config.student_greedy)
@@ -372,6 +423,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         s.learn(step, memory)
         done = step >= config.total_steps
         row = s.log(held, b, done, callback)
+        done = s.due(step, config.total_steps)
         if row:
             bar.set_postfix(loss=f"{row['losses/distill'] or 0:.3f}", agree=f"{row['heldout/agreement']:.2f}")
         s.checkpoint(done)

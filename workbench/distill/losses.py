@@ -32,17 +32,30 @@ def mse(s_BA: torch.Tensor, t_BA: torch.Tensor) -> torch.Tensor:
     return ((s_BA - t_BA) ** 2).sum(-1).mean()
 
 
-def kl(s_BA: torch.Tensor, t_BA: torch.Tensor, tau: float = 0.01) -> torch.Tensor:
-    """KL(softmax(t / tau) || softmax(s)). tau sharpens the teacher only (Rusu: tau = 0.01 for DQN Q-values)."""
+def kl_per_state(s_BA: torch.Tensor, t_BA: torch.Tensor, tau: float = 0.01) -> torch.Tensor:
+    """[B]: KL(softmax(t / tau) || softmax(s)) of each state."""
     check_actions(s_BA.shape[-1], t_BA.shape[-1])
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
     log_p_BA = F.log_softmax(t_BA / tau, -1)
     log_q_BA = F.log_softmax(s_BA, -1)
-    return (log_p_BA.exp() * (log_p_BA - log_q_BA)).sum(-1).mean()
+    return (log_p_BA.exp() * (log_p_BA - log_q_BA)).sum(-1)
 
 
-LOSSES = ("nll", "mse", "kl")
+def kl(s_BA: torch.Tensor, t_BA: torch.Tensor, tau: float = 0.01) -> torch.Tensor:
+    """KL(softmax(t / tau) || softmax(s)). tau sharpens the teacher only (Rusu: tau = 0.01 for DQN Q-values)."""
+    return kl_per_state(s_BA, t_BA, tau).mean()
+
+
+def ppd(s_BA: torch.Tensor, t_BA: torch.Tensor, ratio_B: torch.Tensor, clip: float, tau: float = 1.0) -> torch.Tensor:
+    """Proximal policy distillation's teacher term (Spigler 2024): each state's KL(teacher || student) weighted by
+    max(ratio, 1 - clip), where ratio is pi_student(a|s) / pi_rollout(a|s) of the action taken. Like PPO's clip,
+    the weight stops falling once the student has moved that far from the policy that collected the state; it keeps
+    its gradient (the reference code's ``clamp(ratio, 1 - clip_range, None)``)."""
+    return (ratio_B.clamp(min=1.0 - clip) * kl_per_state(s_BA, t_BA, tau)).mean()
+
+
+LOSSES = ("nll", "mse", "kl", "ppd")
 
 
 def get_loss(name: str, tau: float = 0.01):
@@ -51,6 +64,6 @@ def get_loss(name: str, tau: float = 0.01):
         return nll
     if name == "mse":
         return mse
-    if name == "kl":
+    if name in ("kl", "ppd"):  # ppd's own term needs the rollout's ratios (distill.proximal); measured as KL
         return lambda s, t: kl(s, t, tau)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
