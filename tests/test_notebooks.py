@@ -21,6 +21,7 @@ CASES = {
     "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
                                   "eval_points": 3}, 2),
     "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
+    "11_bring_your_own_teacher": ({"sb3_steps": 8_192, "total_steps": 4_096, "max_steps": 60}, 3),
     "10_reproduce_policy_distillation": ({"results_csv": "", "preset": "smoke", "teachers": ["cartpole"],
                                           "nets": ["tiny"], "losses": ["kl"], "seeds": [0]}, 4),
 }
@@ -43,7 +44,8 @@ def _plotly_outputs(nb) -> int:
 
 
 @pytest.mark.xdist_group("notebooks-a")
-@pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher", "05_realtime_distillation"])
+@pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher", "05_realtime_distillation",
+                                  "11_bring_your_own_teacher"])
 def test_notebook_runs_headless_a(name, tmp_path):
     _run_case(name, tmp_path)
 
@@ -70,7 +72,7 @@ def _run_case(name, tmp_path):
         for o in getattr(c, "outputs", []):
             if "application/vnd.plotly.v1+json" in o.get("data", {}):
                 assert "text/html" in o["data"]
-    if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation"):
+    if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation", "11_bring_your_own_teacher"):
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
@@ -83,6 +85,11 @@ def _run_case(name, tmp_path):
         card = json.loads((next((tmp_path / "runs" / "distill").glob("*/net3@12x24-kl-s0")) / "card.json").read_text())
         assert (card["net"]["conv"], card["net"]["hidden"]) == ([12], [24])
         assert card["device"] == "cpu"  # and its device field
+    if name == "11_bring_your_own_teacher":  # the SB3 model trained in the notebook became a teacher, then a student
+        teacher = json.loads(next((tmp_path / "runs" / "byo_teacher").glob("*/teacher/card.json")).read_text())
+        assert teacher["origin"]["library"] == "stable-baselines3" and teacher["library_return_difference"] == 0
+        student = json.loads(next((tmp_path / "runs" / "byo_teacher").glob("*/student/card.json")).read_text())
+        assert student["student_params"] == 114 and student["teacher"].endswith("teacher")
     if name == "10_reproduce_policy_distillation":  # geometric means say what they are taken over
         assert "Each geometric mean is over kl: 1 games, at least 1 seeds" in html
         assert "workbench --threads 1 sweep --teacher minatar-asterix" in html  # the commands that make the runs

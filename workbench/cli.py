@@ -121,7 +121,7 @@ def cmd_import_teacher(args) -> int:
 
     given = values(args, ImportConfig)
     config = ImportConfig(**given)
-    card = import_teacher(config, args.out, progress_bar=not args.quiet)
+    card = import_teacher(config, args.out)
     lib = card.get("library_return") or {}
     print(json.dumps({**{k: card[k] for k in ("env_id", "algo", "kind", "params", "return_mean", "return_std",
                                               "return_n")},
@@ -337,7 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="the model file: an SB3 model.save() zip, or a cleanrl .cleanrl_model state dict")
     add_arguments(s, ImportConfig, skip=("origin", "path"), required=("env_id",))
     s.add_argument("--out", required=True, help="teacher run folder to write (a new or empty one)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_teacher)
 
     s = sub.add_parser("distill-realtime", help="train a teacher while students distil from it (Sun & Fazli), "

@@ -374,8 +374,8 @@ def env_observations(spec, n: int = 256, seed: int = 12_345) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
-def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | None = None, kind: str | None = None,
-                   progress_bar: bool = True) -> dict:
+def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | None = None,
+                   kind: str | None = None) -> dict:
     """Import a foreign teacher into the run folder ``out``; returns its card. ``module`` and ``kind`` are for
     ``origin='module'`` (use :func:`import_module`)."""
     from .agents.common import check_out, open_run
