@@ -16,6 +16,7 @@ from torch import nn
 from workbench.distill.engine import load_teacher
 from workbench.imports import (ForeignModelError, ImportConfig, env_observations, import_module, import_teacher,
                                read_cleanrl, read_sb3)
+from workbench.cli import main
 from workbench.envs import make_env
 
 sb3 = pytest.importorskip("stable_baselines3")
@@ -209,3 +210,9 @@ def test_a_model_for_another_env_is_refused_by_name_before_anything_is_written(t
         import_teacher(ImportConfig(origin="cleanrl", path=str(tmp_path / "dqn.cleanrl_model"), arch="dqn",
                                     env_id="Acrobot-v1"), tmp_path / "t")
     assert not (tmp_path / "t").exists()
+    # A folder that already holds something is never written into.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    rc = main(["import-teacher", "--from", "cleanrl", str(tmp_path / "dqn.cleanrl_model"), "--arch", "dqn",
+               "--env", "CartPole-v1", "--out", str(tmp_path / "full")])
+    assert rc == 2 and sorted(p.name for p in (tmp_path / "full").iterdir()) == ["notes.txt"]

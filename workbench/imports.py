@@ -341,7 +341,7 @@ class ImportConfig(OnDevice):
                               "(dqn, dqn_atari, ppo or ppo_atari)")
 
 
-def read_foreign(config: ImportConfig, module: nn.Module | None = None, kind: str | None = None) -> Foreign:
+def read_foreign(config: ImportConfig) -> Foreign:
     if config.origin == "sb3":
         return read_sb3(config.path)
     if config.origin == "cleanrl":
@@ -408,6 +408,9 @@ def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | No
         foreign = read_foreign(config)
     _check_fits(foreign, spec, config.path or "the module")
     policy = foreign.policy()
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise FileExistsError(f"{out} is not empty: an import writes a new teacher run folder; choose another --out "
+                              "(or delete the folder)")
     check_out(out, resume=False)  # every check above ran before anything is written
     where = place(device, None, policy)
     run = open_run(out, config, spec, False, **where)
@@ -457,8 +460,6 @@ def library_returns(foreign: Foreign, spec, episodes: int, seed: int) -> dict:
     SB3 its policy class (built from the same weights, never from the pickles) predicting on gymnasium's env, with
     SB3's AtariWrapper and a 4-frame stack on Atari; for cleanrl its network on gymnasium's env, with cleanrl's
     Atari wrappers. Returns {"returns", "mean", "how"} or {"returns": None, "why"} where it cannot be played here."""
-    from .evaluate import STALL_STEPS
-
     library = foreign.origin.get("library")
     if spec.family == "minatar":
         return {"returns": None, "why": "MinAtar models are not trained with SB3's or cleanrl's own envs"}
@@ -467,8 +468,24 @@ def library_returns(foreign: Foreign, spec, episodes: int, seed: int) -> dict:
     except ImportError:
         if spec.family == "ale" or library == "stable-baselines3":
             return {"returns": None, "why": "stable-baselines3 is not installed (pip install -e '.[sb3]')"}
-    act = _library_actor(foreign)
-    make = _library_env(foreign, spec)
+    rets, stalled = play_library_env(_library_actor(foreign), spec, episodes, seed)
+    how = ("SB3 policy.predict(deterministic=True)" if library == "stable-baselines3" else "cleanrl network argmax")
+    why = ("same frame processing, other games: SB3's AtariWrapper starts each game with FIRE for 4 frames and action 2 "
+           "for 4, the workbench's env with FIRE for one frame, and the no-op starts come from other generators "
+           "(docs/lab-notes/bring-your-own-teacher.md)") if spec.family == "ale" else None
+    return {"returns": rets, "mean": float(np.mean(rets)), "std": float(np.std(rets)), "n": episodes, "stalled": stalled,
+            **({"differs_because": why} if why else {}),
+            "how": how + (f" on {_v4_id(spec.env_id)} with its Atari wrappers" if spec.family == "ale" else
+                          f" on gymnasium's {spec.env_id}")}
+
+
+def play_library_env(act, spec, episodes: int, seed: int) -> tuple[list[float], int]:
+    """(returns, episodes stalled) of ``act`` (observation -> action) on episodes ``seed .. seed + episodes - 1`` of
+    the env as SB3 and cleanrl build it (:func:`library_env`); a greedy episode stuck on one frame for
+    ``evaluate.STALL_STEPS`` steps ends there, as in the workbench's evaluation."""
+    from .evaluate import STALL_STEPS
+
+    make = library_env(spec)
     rets, stalled = [], 0
     for i in range(episodes):
         env, obs = make(seed + i)
@@ -478,16 +495,12 @@ def library_returns(foreign: Foreign, spec, episodes: int, seed: int) -> dict:
             obs, reward, term, trunc, _ = env.step(act(obs))
             total += float(reward)
             done = term or trunc
-            # The workbench's evaluation ends a greedy episode stuck on one frame (evaluate.STALL_STEPS): so here.
             same_for = same_for + 1 if np.array_equal(obs, before) else 0
             if same_for >= STALL_STEPS and not done:
                 stalled, done = stalled + 1, True
         env.close()
         rets.append(total)
-    how = ("SB3 policy.predict(deterministic=True)" if library == "stable-baselines3" else "cleanrl network argmax")
-    return {"returns": rets, "mean": float(np.mean(rets)), "std": float(np.std(rets)), "n": episodes, "stalled": stalled,
-            "how": how + (f" on {_v4_id(spec.env_id)} with its Atari wrappers" if spec.family == "ale" else
-                          f" on gymnasium's {spec.env_id}")}
+    return rets, stalled
 
 
 def _v4_id(env_id: str) -> str:
@@ -541,7 +554,6 @@ def sb3_policy(foreign: Foreign):
 def cleanrl_network(foreign: Foreign) -> nn.Module:
     """cleanrl's network for the script the checkpoint came from, as its script defines it (the acting path)."""
     arch = foreign.origin["algo"]
-    a = CLEANRL[arch]
     sd = load_tensors(Path(foreign.origin["file"]).read_bytes(), foreign.origin["file"])
     n_obs = foreign.obs_shape[0]
     n = foreign.n_actions
@@ -562,7 +574,6 @@ def cleanrl_network(foreign: Foreign) -> nn.Module:
         return nn.Sequential(_Scale(255.0), trunk)
     trunk.load_state_dict({k.removeprefix("network."): v for k, v in sd.items() if k.startswith("network.")})
     head.load_state_dict({k.removeprefix("actor."): v for k, v in sd.items() if k.startswith("actor.")})
-    assert a["linears"][-1] == "actor"
     return nn.Sequential(_Scale(255.0), trunk, head)
 
 
@@ -575,8 +586,10 @@ class _Scale(nn.Module):
         return x / self.by
 
 
-def _library_env(foreign: Foreign, spec):
-    """seed -> (env, first observation) in the library's own conventions."""
+def library_env(spec):
+    """seed -> (env, first observation): the env ``spec`` names as SB3 and cleanrl build it. gymnasium's own env for
+    classic control; for Atari ``*NoFrameskip-v4`` in SB3's AtariWrapper (whole games, raw rewards) with a 4-frame
+    stack, channels first."""
     import gymnasium as gym
 
     if spec.family != "ale":
