@@ -1,5 +1,5 @@
-"""The `workbench` command: doctor, train, evaluate, distill, distill-realtime, distill-multitask, sweep,
-import-teacher, reproduce, teachers, bench, report, demo."""
+"""The `workbench` command: doctor, train, evaluate, distill, distill-dataset, distill-realtime, distill-multitask,
+sweep, import-teacher, reproduce, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -104,13 +104,32 @@ def cmd_distill(args) -> int:
         raise ValueError(f"{', '.join(twice)} given twice, as a flag and with --set; give each once")
     # A student sized by --width or --layers alone has no size preset; otherwise Rusu's net3 (4%) by default.
     student_net = given.pop("student_net", None if {"student_width", "student_layers"} & set(given) else "net3")
-    config = distill_config(given.pop("preset", "demo"), given.pop("teacher"), **given, **extra)
+    teacher = given.pop("teacher", None)
+    if teacher is None:  # a distilled set names its teacher
+        if not given.get("from_dataset"):
+            raise ValueError("--teacher is required: a teacher run folder or a shipped teacher's name "
+                             "(`workbench teachers` lists them)")
+        from .distill.dataset import load_set
+
+        teacher = load_set(given["from_dataset"]).meta["teacher"]
+    config = distill_config(given.pop("preset", "demo"), teacher, **given, **extra)
     config = dataclasses.replace(config, student_net=student_net)
     card = distill(config, args.out, resume=args.resume, progress_bar=not args.quiet)
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
                                             "pct_of_teacher_kind", "agreement", "kl", "teacher_queries",
                                             "wall_seconds")}))
+    return 0
+
+
+def cmd_distill_dataset(args) -> int:
+    _threads(args.threads)
+    from .config import values
+    from .distill.dataset import DatasetConfig, distill_dataset
+
+    ds = distill_dataset(DatasetConfig(**values(args, DatasetConfig)), args.out, progress_bar=not args.quiet)
+    print(json.dumps({"out": str(args.out), **{k: ds.meta[k] for k in ("teacher", "builder", "size", "seed",
+                                                                        "teacher_queries", "build_seconds")}}))
     return 0
 
 
@@ -278,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .agents.dqn import DQNConfig
     from .agents.ppo import PPOConfig
     from .config import add_arguments
+    from .distill.dataset import DatasetConfig
     from .distill.loop import DistillConfig
     from .distill.multitask import MultitaskConfig
     from .distill.realtime import RealtimeConfig
@@ -323,12 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("distill", help="distil a teacher into a smaller student")
-    add_arguments(s, DistillConfig, required=("teacher",))
+    add_arguments(s, DistillConfig, help_extra={"teacher": "Required, but for --from-dataset (the set's teacher)."})
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="set a field of the distillation config by name, e.g. --set lr=3e-4 (repeatable; the run's "
                         "config.json records it)")
     _run_flags(s)
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("distill-dataset", help="a handful of states with the teacher's outputs (a distilled set), "
+                       "from which `distill --from-dataset` trains a student in seconds")
+    add_arguments(s, DatasetConfig, required=("teacher",))
+    s.add_argument("--out", required=True, help="the set to write: a new .safetensors file")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_distill_dataset)
 
     s = sub.add_parser("import-teacher", help="a teacher from Stable-Baselines3 (.zip) or cleanrl (.cleanrl_model), "
                        "read without unpickling, as a teacher run folder")

@@ -112,6 +112,12 @@ class DistillConfig(OnDevice):
     target_return: float | None = None
     """Stop once an evaluation during the run reaches this mean return over eval_episodes episodes from eval_seed
     (checked every eval_every env steps); the card records the env steps and train seconds it took."""
+    from_dataset: str | None = None
+    """A distilled set (``workbench distill-dataset``): the student trains only on its states and labels, no env
+    step and no teacher query; the teacher measures it. None: distil from the teacher's play."""
+    set_steps: int | None = None
+    """With from_dataset: Adam steps on the set (minibatches of batch_size, or the whole set); None: the set's
+    recorded recipe."""
     ppd_lambda: float = 1.0
     """ppd: weight of the KL term to the teacher (sb3_distill's distill_lambda)."""
     ppd_rollout: int = 128
@@ -145,6 +151,11 @@ class DistillConfig(OnDevice):
         if self.loss == "ppd" and self.ema:
             raise ConfigError("ema (--ema) is not used by loss ppd: the student that acts in its rollouts is the one "
                               "evaluated; leave --ema out")
+        if self.from_dataset and self.loss == "ppd":
+            raise ConfigError("loss ppd learns from the student's own rollouts, not from a set: leave out --loss ppd "
+                              "with --from-dataset (kl, nll or mse)")
+        if self.set_steps is not None and self.set_steps < 1:
+            raise ConfigError(f"set_steps (--set-steps) must be at least 1, got {self.set_steps}")
         if self.ema and not 0.0 < self.ema < 1.0:
             raise ConfigError(f"ema (--ema) must be in (0, 1), e.g. 0.999, got {self.ema!r}; 0 turns the average off")
 
@@ -397,6 +408,10 @@ def setup_collection(config: DistillConfig):
 def distill(config: DistillConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
             callback=None) -> dict:
     """Distil the teacher into a student; writes the run folder ``out`` and returns its card."""
+    if config.from_dataset:  # a handful of stored states instead of the teacher's play
+        from .dataset import distill_from_set
+
+        return distill_from_set(config, out, resume, progress_bar, callback)
     if config.loss == "ppd":  # on-policy: PPO rollouts instead of a replay memory
         from .proximal import distill_proximal
 
