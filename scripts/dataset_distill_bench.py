@@ -75,12 +75,16 @@ def main() -> None:
                    help="DatasetConfig fields for every build, e.g. generations=20 population=16")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="print the summary of the rows so far and stop")
+    p.add_argument("--markdown", action="store_true", help="print the rows so far as the lab notes' tables and stop")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "results.csv"
     if a.table:
         summary(read_rows(rows_path))
+        return
+    if a.markdown:
+        markdown(read_rows(rows_path))
         return
     set_threads(a.threads)
     overrides = {}
@@ -139,6 +143,35 @@ def summary(rows: list[dict]) -> None:
     for (game, size, builder), v in sorted(cells.items()):
         print(f"{game:15s} N={size:<4d} {builder:11s} {np.mean(v):6.1f}% (min {min(v):6.1f}, max {max(v):6.1f}, "
               f"{len(v)} seeds)")
+
+
+def markdown(rows: list[dict]) -> None:
+    """One table per set size: a row per game, a column per builder, each cell the mean % of teacher over seeds with
+    the seeds' range; then build and train seconds per builder."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for col in ("pct_of_teacher", "build_seconds", "pool_seconds", "train_seconds"):
+        df[col] = df[col].astype(float)
+    df["size"] = df["size"].astype(int)
+    builders = [b for b in ("random", "coreset", "trajectory", "evolved") if b in set(df["builder"])]
+    for size, d in df.groupby("size"):
+        print(f"\n**N = {size}** (% of teacher: mean over seeds, [lowest, highest])\n")
+        print("| game | " + " | ".join(builders) + " |")
+        print("|---|" + "---|" * len(builders))
+        for game, g in d.groupby("game", sort=False):
+            cells = []
+            for b in builders:
+                v = g[g["builder"] == b]["pct_of_teacher"]
+                cells.append(f"{v.mean():.1f} [{v.min():.1f}, {v.max():.1f}] ({len(v)})" if len(v) else "")
+            print(f"| {game} | " + " | ".join(cells) + " |")
+    print("\nseconds (mean over games, seeds and sizes): build = pool + builder; train = 1 student, warm\n")
+    print("| builder | pool | builder | train |")
+    print("|---|---|---|---|")
+    for b in builders:
+        g = df[df["builder"] == b]
+        print(f"| {b} | {g['pool_seconds'].mean():.1f} | {g['build_seconds'].mean():.1f} | "
+              f"{g['train_seconds'].mean():.2f} |")
 
 
 if __name__ == "__main__":

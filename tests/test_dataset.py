@@ -110,10 +110,45 @@ def test_the_cli_builds_a_set_and_distils_a_student_from_it_alone(tmp_path, caps
     assert rc == 0
     card = json.loads((tmp_path / "s" / "card.json").read_text())
     assert card["dataset_size"] == 16 and card["dataset_builder"] == "random" and card["teacher"] == "cartpole"
-    assert card["env_steps"] == 0 and card["teacher_queries"] == 0 and card["updates"] == 100
+    assert card["env_steps"] == 0 and card["teacher_queries"] == 0 and card["updates"] == 300
     assert card["dataset_teacher_queries"] >= 1000 and card["return_n"] == 3
     # A set for another game than the teacher's is refused before a run folder exists.
     rc = main(["distill", "--from-dataset", str(out), "--teacher", "minatar-breakout", "--out", str(tmp_path / "x")])
     assert rc == 2 and "CartPole" in capsys.readouterr().err and not (tmp_path / "x").exists()
     rc = main(["distill", "--out", str(tmp_path / "y")])
     assert rc == 2 and "--teacher is required" in capsys.readouterr().err
+
+
+def test_the_set_and_size_figures_draw_what_they_are_given():
+    import pandas as pd
+
+    from workbench import plots
+
+    ds = build_set(DatasetConfig(builder="random", **TINY), progress_bar=False)
+    fig = plots.distilled_set_figure(ds, ["LEFT", "RIGHT"], n=8, cols=4)
+    images = [t for t in fig.data if t.type == "image"]
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(images) == 8 and len(bars) == 8
+    probs = torch.softmax(ds.labels / ds.tau, -1).numpy()
+    assert np.allclose([b.y for b in bars], probs, atol=1e-6)  # each bar is that state's label, as probabilities
+    rows = pd.DataFrame([{"game": g, "builder": b, "size": n, "seed": s, "pct_of_teacher": 10.0 * n ** 0.5 + s}
+                         for g in ("a", "b") for b in ("random", "coreset") for n in (16, 64) for s in range(3)])
+    fig = plots.dataset_size_figure(rows)
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert len(lines) == 4  # a line per builder and game
+    first = lines[0]
+    assert list(first.x) == [16, 64] and np.allclose(first.y, [41.0, 81.0])  # the mean over the seeds 0, 1, 2
+    assert np.allclose(first.error_y.array, [1.0, 1.0]) and np.allclose(first.error_y.arrayminus, [1.0, 1.0])
+
+
+def test_a_learned_minatar_state_is_drawn_in_shades():
+    from workbench import plots
+
+    obs = np.zeros((2, 10, 10))
+    obs[0, 0, 0], obs[0, 0, 1], obs[1, 0, 1] = 1.0, 0.5, 0.5
+    img = plots.soft_view(obs, "minatar", scale=1)
+    assert img.shape == (10, 10, 3) and (img[1:, :] == 0).all()
+    from workbench.trace import _PALETTE
+
+    assert np.array_equal(img[0, 0], _PALETTE[0])  # a full channel is its colour, as agent_view draws it
+    assert np.allclose(img[0, 1], 0.5 * _PALETTE[0] + 0.5 * _PALETTE[1], atol=1)  # halves of two channels: a blend

@@ -21,6 +21,7 @@ CASES = {
     "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
                                   "eval_points": 3}, 2),
     "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
+    "09_dataset_distillation": ({"pool_size": 1_000, "eval_episodes": 3, "max_steps": 60}, 3),
     "11_bring_your_own_teacher": ({"sb3_steps": 8_192, "total_steps": 4_096, "max_steps": 60}, 3),
     "10_reproduce_policy_distillation": ({"results_csv": "", "preset": "smoke", "teachers": ["cartpole"],
                                           "nets": ["tiny"], "losses": ["kl"], "seeds": [0]}, 4),
@@ -52,7 +53,7 @@ def test_notebook_runs_headless_a(name, tmp_path):
 
 @pytest.mark.xdist_group("notebooks-b")
 @pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance", "06_multitask_distillation",
-                                  "10_reproduce_policy_distillation"])
+                                  "10_reproduce_policy_distillation", "09_dataset_distillation"])
 def test_notebook_runs_headless_b(name, tmp_path):
     _run_case(name, tmp_path)
 
@@ -72,7 +73,8 @@ def _run_case(name, tmp_path):
         for o in getattr(c, "outputs", []):
             if "application/vnd.plotly.v1+json" in o.get("data", {}):
                 assert "text/html" in o["data"]
-    if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation", "11_bring_your_own_teacher"):
+    if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation", "11_bring_your_own_teacher",
+                "09_dataset_distillation"):
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
@@ -90,6 +92,11 @@ def _run_case(name, tmp_path):
         assert teacher["origin"]["library"] == "stable-baselines3" and teacher["library_return_difference"] == 0
         student = json.loads(next((tmp_path / "runs" / "byo_teacher").glob("*/student/card.json")).read_text())
         assert student["student_params"] == 114 and student["teacher"].endswith("teacher")
+    if name == "09_dataset_distillation":  # every set became a file and a student trained from it alone
+        runs = next((tmp_path / "runs" / "dataset_distillation").glob("*"))
+        assert len(list(runs.glob("*.safetensors"))) == 4
+        cards = [json.loads(p.read_text()) for p in runs.glob("student-*/card.json")]
+        assert len(cards) == 4 and all(c["env_steps"] == 0 and c["dataset_size"] in (16, 64) for c in cards)
     if name == "10_reproduce_policy_distillation":  # geometric means say what they are taken over
         assert "Each geometric mean is over kl: 1 games, at least 1 seeds" in html
         assert "workbench --threads 1 sweep --teacher minatar-asterix" in html  # the commands that make the runs

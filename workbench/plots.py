@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from .nets import PRESET_FRACTIONS
 from .results import wide
-from .trace import agent_view
+from .trace import _PALETTE, agent_view, upscale
 
 # Rusu et al. 2016, geometric mean of student score as % of teacher over 10 Atari games (ANCHORS.md).
 RUSU_POINTS = pd.DataFrame({"net": ["net1", "net2", "net3"], "compression": [0.253, 0.0669, 0.0366],
@@ -321,4 +321,81 @@ def more_data_figure(table: pd.DataFrame, title: str = "Each game at the recipe 
                                      name=f"{net} target {target:.0f}%"))
     fig.update_layout(title=title, barmode="group", template="plotly_white", height=500,
                       yaxis_title="% of teacher (student / teacher return)", margin=dict(b=120))
+    return fig
+
+
+def soft_view(obs: np.ndarray, family: str, scale: int = 8) -> np.ndarray:
+    """A picture of a state that may lie between observations: a learned MinAtar state's channels are shades, not
+    on/off, so each channel's colour is laid on in proportion to its value (a real state looks as ``agent_view``
+    draws it, but for overlaps)."""
+    obs = np.asarray(obs, dtype=np.float64)
+    if family != "minatar":
+        return agent_view(obs.astype(np.uint8) if family == "ale" else obs, family)
+    img = np.zeros((*obs.shape[1:], 3))
+    for ch in range(obs.shape[0]):
+        img += np.clip(obs[ch], 0, 1)[..., None] * np.asarray(_PALETTE[ch % len(_PALETTE)], np.float64)
+    return upscale(np.clip(img, 0, 255).astype(np.uint8), scale)
+
+
+def distilled_set_figure(ds, action_names, n: int = 16, cols: int = 8, title: str | None = None) -> go.Figure:
+    """The first ``n`` states of a distilled set as pictures, each above the action probabilities its label gives
+    (softmax(label / tau)): what a student trained on the set is told to do there."""
+    from plotly.subplots import make_subplots
+
+    n = min(n, ds.size)
+    blocks = -(-n // cols)
+    probs = softmax_rows(ds.labels[:n].numpy() / ds.tau)
+    family = ds.env.family
+    fig = make_subplots(rows=2 * blocks, cols=cols, vertical_spacing=0.04, horizontal_spacing=0.02,
+                        row_heights=[0.7, 0.3] * blocks)
+    names = list(action_names)
+    for i in range(n):
+        r, c = 2 * (i // cols) + 1, i % cols + 1
+        fig.add_trace(image_trace(soft_view(ds.states[i].numpy(), family)), r, c)
+        fig.add_trace(go.Bar(x=names, y=probs[i], marker_color=TEACHER_COLOR, showlegend=False,
+                             hovertemplate=f"state {i}: " + "%{x} %{y:.2f}<extra></extra>"), r + 1, c)
+        fig.update_xaxes(visible=False, row=r, col=c)
+        fig.update_yaxes(visible=False, row=r, col=c)
+        fig.update_yaxes(range=[0, 1], showticklabels=c == 1, row=r + 1, col=c)
+        fig.update_xaxes(showticklabels=len(names) <= 6, tickfont=dict(size=8), row=r + 1, col=c)
+    meta = ds.meta
+    fig.update_layout(template="plotly_white", height=330 * blocks, margin=dict(t=60, b=20, l=30, r=10),
+                      title=title or f"{meta['builder']} set of {ds.size} states for {meta['teacher']} "
+                                     f"({meta['labels']}; the first {n})")
+    return fig
+
+
+def softmax_rows(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a numpy array (stable)."""
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+BUILDER_COLORS = {"random": "#7f7f7f", "coreset": "#1f77b4", "trajectory": "#d62728", "evolved": "#2ca02c"}
+
+
+def dataset_size_figure(rows: pd.DataFrame, title: str = "A fresh student trained only on N states: % of teacher"
+                        ) -> go.Figure:
+    """% of teacher against set size, a line per builder and a panel per game: the mean over seeds, the bars from
+    the lowest to the highest seed. ``rows``: one per (game, builder, size, seed) with ``pct_of_teacher``."""
+    from plotly.subplots import make_subplots
+
+    games = list(dict.fromkeys(rows["game"]))
+    fig = make_subplots(rows=1, cols=len(games), subplot_titles=games, shared_yaxes=True, horizontal_spacing=0.02)
+    agg = rows.groupby(["game", "builder", "size"])["pct_of_teacher"].agg(["mean", "min", "max", "count"]).reset_index()
+    for k, game in enumerate(games):
+        for builder, colour in BUILDER_COLORS.items():
+            g = agg[(agg["game"] == game) & (agg["builder"] == builder)].sort_values("size")
+            if g.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=g["size"], y=g["mean"], mode="lines+markers", name=builder, legendgroup=builder,
+                showlegend=k == 0, line=dict(color=colour),
+                error_y=dict(type="data", symmetric=False, array=g["max"] - g["mean"], arrayminus=g["mean"] - g["min"]),
+                customdata=g["count"], hovertemplate=builder + ", N=%{x}: %{y:.1f}% (%{customdata} seeds)<extra></extra>"),
+                1, k + 1)
+        fig.update_xaxes(type="log", title="states in the set", row=1, col=k + 1)
+    fig.add_hline(y=100, line_dash="dot", line_color="black")
+    fig.update_yaxes(title="% of teacher", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=420)
     return fig

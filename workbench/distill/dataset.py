@@ -45,6 +45,7 @@ from ..runs import CheckpointError, _atomic_save_arrays, _read_safetensors
 from .engine import default_tau, epsilon_greedy, fit, load_teacher, teacher_states
 from .losses import kl, kl_per_state
 
+DISTILLED_DIR = Path(__file__).resolve().parents[2] / "data" / "distilled"
 FORMAT = "workbench-distilled-set"
 VERSION = 1
 Builder = Literal["random", "coreset", "trajectory", "evolved"]
@@ -72,7 +73,7 @@ class DatasetConfig(OnDevice):
     search starts from (evolved)."""
     teacher_epsilon: float = 0.05
     """Epsilon of the teacher's epsilon-greedy play that fills the pool."""
-    train_steps: int = 100
+    train_steps: int = 300
     """Adam steps of a fresh student on the set (full batch): the recipe every set is measured with, and the one an
     evolved set's candidates are scored by."""
     train_lr: float = 3e-3
@@ -175,6 +176,16 @@ def load_set(path: str | Path) -> DistilledSet:
                               f"env {env.env_id} (observations {tuple(env.obs_shape)}, {env.n_actions} actions); the "
                               "file was altered: rebuild it")
     return DistilledSet(states, labels, prov)
+
+
+def shipped_set(teacher: str, size: int = 64) -> Path:
+    """The shipped set of ``size`` states for a shipped teacher (``data/distilled/<teacher>-<size>.safetensors``)."""
+    path = DISTILLED_DIR / f"{Path(teacher).name}-{size}.safetensors"
+    if not path.exists():
+        have = sorted(p.stem for p in DISTILLED_DIR.glob("*.safetensors"))
+        raise FileNotFoundError(f"no shipped set {path.name}; shipped: {', '.join(have) or 'none'} (build one with "
+                                "`workbench distill-dataset`)")
+    return path
 
 
 # -- training a student on a set: the one recipe ------------------------------------------------------------------
@@ -546,13 +557,28 @@ def distill_from_set(config, out: str | Path, resume: bool = False, progress_bar
     held = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777, config.teacher_epsilon)
     s.start(time.time())
     bar = progress(config.set_steps, 0, f"distill from {ds.size} states", progress_bar)
-    for _ in range(config.set_steps):
-        s.losses += fit_set(s.student, ds, 1, batch_size=config.batch_size, seed=config.seed + s.updates,
-                            optimizer=s.optimizer, loss_fn=s.loss_fn)
-        s.updates += 1
+    every = max(1, config.set_steps // 20)  # about 20 points on a live curve, each a held-out measure
+    for u in range(1, config.set_steps + 1):
+        loss = fit_set(s.student, ds, 1, batch_size=config.batch_size, seed=config.seed + u, optimizer=s.optimizer,
+                       loss_fn=s.loss_fn)[0]
+        s.updates = u
         if s.average:
             s.average.update(s.student)
         bar.update(1)
+        if callback is not None and (u % every == 0 or u == 1) and u < config.set_steps:
+            # Metrics rows count updates here: no env step is taken. Measuring is left out of train_seconds.
+            t_eval = time.time()
+            row = {"losses/distill": loss, "charts/updates": u,
+                   **{f"heldout/{k}": v for k, v in s.heldout(held).items()}}
+            s.eval_seconds += time.time() - t_eval
+            s.run.log(u, **row)
+            callback({"step": u, **row})
+        s.losses.append(loss)
     bar.close()
-    s.log(held, 0.0, True, callback)
-    return s.finish(held)
+    s.step = config.set_steps  # the final row's step: the update count, as above
+    row = s.log(held, 0.0, True, callback)
+    s.step = 0
+    card = s.finish(held)
+    card["train_seconds"] = row["train_seconds"]
+    s.run.write_card(card)
+    return card
