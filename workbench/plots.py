@@ -382,7 +382,8 @@ def dataset_size_figure(rows: pd.DataFrame, title: str = "A fresh student traine
 
     games = list(dict.fromkeys(rows["game"]))
     fig = make_subplots(rows=1, cols=len(games), subplot_titles=games, shared_yaxes=True, horizontal_spacing=0.02)
-    agg = rows.groupby(["game", "builder", "size"])["pct_of_teacher"].agg(["mean", "min", "max", "count"]).reset_index()
+    agg = (rows.groupby(["game", "builder", "size"])["pct_of_teacher"].agg(["mean", "min", "max", "count"])
+           .reset_index())
     for k, game in enumerate(games):
         for builder, colour in BUILDER_COLORS.items():
             g = agg[(agg["game"] == game) & (agg["builder"] == builder)].sort_values("size")
@@ -392,7 +393,8 @@ def dataset_size_figure(rows: pd.DataFrame, title: str = "A fresh student traine
                 x=g["size"], y=g["mean"], mode="lines+markers", name=builder, legendgroup=builder,
                 showlegend=k == 0, line=dict(color=colour),
                 error_y=dict(type="data", symmetric=False, array=g["max"] - g["mean"], arrayminus=g["mean"] - g["min"]),
-                customdata=g["count"], hovertemplate=builder + ", N=%{x}: %{y:.1f}% (%{customdata} seeds)<extra></extra>"),
+                customdata=g["count"],
+                hovertemplate=builder + ", N=%{x}: %{y:.1f}% (%{customdata} seeds)<extra></extra>"),
                 1, k + 1)
         fig.update_xaxes(type="log", title="states in the set", row=1, col=k + 1)
     fig.add_hline(y=100, line_dash="dot", line_color="black")

@@ -242,8 +242,8 @@ def teacher_pool(teacher: Policy, env: EnvSpec, n: int, seed: int, epsilon: floa
 
 
 def obs_range(env: EnvSpec, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where synthetic states may lie: [0, obs_scale] for frames (MinAtar's 0/1 channels, Atari's 0-255), else the
-    pool's own per-feature range."""
+    """Where synthetic states may lie: [0, 1] for MinAtar's on/off channels, [0, 255] for Atari frames, else (vector
+    observations) the pool's own per-feature range."""
     if len(env.obs_shape) == 3:
         hi = 255.0 if env.obs_dtype == "uint8" and env.family == "ale" else 1.0
         return torch.zeros(env.obs_shape), torch.full(env.obs_shape, hi)
@@ -303,13 +303,6 @@ def expert_trajectories(spec, pool: torch.Tensor, pool_logits: torch.Tensor, tau
     return runs
 
 
-def _initial_lr(config: DatasetConfig) -> float:
-    """The inner SGD step size to start from: the experts' own. On a handful of states the full-batch gradient is
-    larger than a minibatch's of the pool, and starting at the span's whole distance overshoots by orders of
-    magnitude (measured on MinAtar Breakout); the learned step size grows from here where the span needs it."""
-    return config.expert_lr
-
-
 def match_trajectories(teacher: Policy, spec, init: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                        experts: list, tau: float, config: DatasetConfig, device, bar=None) -> tuple[torch.Tensor, list]:
     """Learn synthetic states (starting from ``init``) whose few SGD steps, from an expert's kept weights, reach its
@@ -321,8 +314,10 @@ def match_trajectories(teacher: Policy, spec, init: torch.Tensor, lo: torch.Tens
     lo, hi = lo.to(device), hi.to(device)
     z = ((init.to(device) - lo) / scale).clone().requires_grad_(True)  # states in [0, 1] units
     names = list(experts[0][0])
-    log_lr = torch.tensor(math.log(_initial_lr(config)),
-                          device=device, requires_grad=True)
+    # The inner step size starts at the experts' own: on a handful of states the full-batch gradient is larger than a
+    # minibatch's of the pool, and a start that covers the span's whole distance in match_steps overshot it by two
+    # orders of magnitude on MinAtar Breakout. It is learned from there.
+    log_lr = torch.tensor(math.log(config.expert_lr), device=device, requires_grad=True)
     opt = torch.optim.Adam([z], lr=config.state_lr)
     opt_lr = torch.optim.Adam([log_lr], lr=0.01)
     gen = torch.Generator().manual_seed(config.seed + 1)
@@ -352,11 +347,6 @@ def match_trajectories(teacher: Policy, spec, init: torch.Tensor, lo: torch.Tens
         if bar is not None:
             bar.update(1)
     return (lo + z.detach() * scale).cpu(), losses
-
-
-def _stack(nets: list[Policy]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([dict(n.named_parameters())[k].detach() for n in nets]) for k, _ in
-            nets[0].named_parameters()}
 
 
 def train_population(net: Policy, init: dict[str, torch.Tensor], states_P: torch.Tensor, labels_P: torch.Tensor,
@@ -401,9 +391,10 @@ def play_population(net: Policy, params: dict[str, torch.Tensor], env: EnvSpec, 
 def evolve(spec, init_states: torch.Tensor, init_labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
            env: EnvSpec, config: DatasetConfig, device, bar=None) -> tuple[torch.Tensor, torch.Tensor, list]:
     """OpenAI-ES with antithetic pairs and centred ranks over (states in [0, 1] units, label logits); a candidate's
-    fitness is the return of a fresh student trained on it (``fit_set``'s recipe, ``train_steps`` Adam steps from weights drawn anew each
-    generation, the same for every candidate). The set kept is the search mean that scored best (the mean is scored
-    beside the candidates each generation). Returns (states, labels, per-generation rows)."""
+    fitness is the return of a fresh student trained on it (``fit_set``'s recipe: ``train_steps`` Adam steps, from
+    weights drawn anew each generation and the same for every candidate), over ``fitness_episodes`` episodes on the
+    same seeds for all. The set kept is the search mean that scored best (the mean is scored beside the candidates
+    each generation). Returns (states, labels, per-generation rows)."""
     net = build(spec, "pi", seed=0).to(device)
     scale = (hi - lo).clamp_min(1e-6)
     theta = torch.cat([((init_states - lo) / scale).reshape(-1), init_labels.reshape(-1)]).to(device)
@@ -423,8 +414,8 @@ def evolve(spec, init_states: torch.Tensor, init_labels: torch.Tensor, lo: torch
         cands = torch.cat([theta.detach()[None], theta.detach() + config.sigma * eps,
                            theta.detach() - config.sigma * eps])
         states_P, labels_P = unpack(cands)
-        inits = _stack([build(spec, "pi", seed=config.seed * 100_000 + g) for _ in range(1)])
-        inits = {k: v.expand(len(cands), *v.shape[1:]).to(device) for k, v in inits.items()}
+        fresh = _params(build(spec, "pi", seed=config.seed * 100_000 + g))  # one draw for every candidate
+        inits = {k: v.expand(len(cands), *v.shape).to(device) for k, v in fresh.items()}
         trained = train_population(net, inits, states_P, labels_P, 1.0, config.train_steps, config.train_lr)
         fit = play_population(net, trained, env, config.fitness_episodes, POOL_SEED + 7 * g + 1000 * config.seed,
                               config.fitness_max_steps)
