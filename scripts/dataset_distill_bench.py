@@ -76,6 +76,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="print the summary of the rows so far and stop")
     p.add_argument("--markdown", action="store_true", help="print the rows so far as the lab notes' tables and stop")
+    p.add_argument("--ship", default=None, metavar="DIR",
+                   help="copy each game's best 64-state set into DIR (e.g. data/distilled) with a README, and stop: "
+                        "the builder with the best mean over seeds, then its best seed")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,9 @@ def main() -> None:
         return
     if a.markdown:
         markdown(read_rows(rows_path))
+        return
+    if a.ship:
+        ship(read_rows(rows_path), out, Path(a.ship))
         return
     set_threads(a.threads)
     overrides = {}
@@ -143,6 +149,38 @@ def summary(rows: list[dict]) -> None:
     for (game, size, builder), v in sorted(cells.items()):
         print(f"{game:15s} N={size:<4d} {builder:11s} {np.mean(v):6.1f}% (min {min(v):6.1f}, max {max(v):6.1f}, "
               f"{len(v)} seeds)")
+
+
+def ship(rows: list[dict], out: Path, into: Path, size: int = 64) -> None:
+    """Each game's best set of ``size`` states: the builder with the best mean % of teacher over its seeds, then that
+    builder's best seed (chosen on the same 100 episodes that score it: its figure is the best of 3, not a mean)."""
+    import shutil
+
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["pct_of_teacher"] = df["pct_of_teacher"].astype(float)
+    df = df[df["size"].astype(int) == size]
+    into.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for game, g in df.groupby("game"):
+        means = g.groupby("builder")["pct_of_teacher"].mean()
+        builder = means.idxmax()
+        best = g[g["builder"] == builder].sort_values("pct_of_teacher").iloc[-1]
+        name = f"minatar-{game}-{size}.safetensors"
+        shutil.copyfile(out / "sets" / f"{game}-{builder}-{size}-s{best['seed']}.safetensors", into / name)
+        lines.append(f"| `{name}` | {builder} | {best['seed']} | {float(best['pct_of_teacher']):.1f} | "
+                     f"{means[builder]:.1f} ({', '.join(f'{b} {v:.1f}' for b, v in means.items() if b != builder)}) |")
+    (into / "README.md").write_text(
+        f"# Shipped distilled sets\n\nFor each shipped MinAtar teacher, the best {size}-state set of the dataset "
+        "distillation benchmark (`scripts/dataset_distill_bench.py`; docs/lab-notes/dataset-distillation.md): the "
+        "builder with the best mean % of teacher over its 3 seeds, then that builder's best seed. A fresh net3 student "
+        "trained on the set alone (`workbench distill --from-dataset FILE`), 100 greedy episodes from env seed 10,000 "
+        "against the teacher on the same episodes. The best seed is picked on the episodes that score it: read the "
+        "builder's mean as the figure to expect.\n\n"
+        "| file | builder | seed | % of teacher (this set) | builder's mean over 3 seeds (the others') |\n"
+        "|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    print((into / "README.md").read_text())
 
 
 def markdown(rows: list[dict]) -> None:

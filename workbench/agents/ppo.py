@@ -155,60 +155,58 @@ def checkpointer(run, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: n
     return Checkpointer(run, nets={"agent": agent}, optimizers={"optim": optimizer}, rng=rng)
 
 
-def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
-              callback=None, observer=None) -> dict:
-    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row;
-    ``observer(agent, states, step)`` sees the agent after each update with the states of the rollout it
-    learned from (real-time distillation hangs a student here)."""
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    envs, spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
-    net_spec = make_spec(spec.obs_shape, spec.n_actions, width=config.width, value_head=True)
-    agent = build(net_spec, "pi", seed=config.seed)
-    where = place(device, None, agent)
-    run = open_run(out, config, spec, resume, **where)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr, eps=1e-5)
-    rng = np.random.default_rng(config.seed)
-    batch_size = config.n_envs * config.n_steps
-    minibatch = batch_size // config.n_minibatches
-    n_updates = max(1, config.total_steps // batch_size)
+class PPOLearner:
+    """One PPO agent with its own envs, rollout buffers, optimizer and minibatch RNG: ``collect`` plays one rollout
+    of ``n_envs x n_steps`` and computes its advantages, ``learn`` makes the clipped-surrogate updates on it.
+    ``train_ppo`` drives one learner; dual policy distillation drives two side by side. The run folder, logging and
+    checkpoints are the driver's."""
 
-    global_step, update, wall_before = 0, 0, 0.0
-    if resume and run.has_checkpoint():
-        global_step, update, wall_before = restore(run, agent, optimizer, rng)
+    def __init__(self, config: PPOConfig, device: torch.device):
+        self.config, self.device = config, device
+        self.envs, self.spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
+        self.net_spec = make_spec(self.spec.obs_shape, self.spec.n_actions, width=config.width, value_head=True)
+        self.agent = build(self.net_spec, "pi", seed=config.seed)
+        self.where = place(device, None, self.agent)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=config.lr, eps=1e-5)
+        self.rng = np.random.default_rng(config.seed)
+        self.batch_size = config.n_envs * config.n_steps
+        self.minibatch = self.batch_size // config.n_minibatches
+        self.n_updates = max(1, config.total_steps // self.batch_size)
+        self.global_step = self.update = 0
+        T, B, obs_shape = config.n_steps, config.n_envs, self.spec.obs_shape
+        self.obs_TB = np.zeros((T, B) + obs_shape, dtype=self.spec.obs_dtype)
+        self.act_TB = np.zeros((T, B), dtype=np.int64)
+        self.logp_TB, self.rew_TB, self.done_TB, self.val_TB = (np.zeros((T, B), dtype=np.float32) for _ in range(4))
+        self.tracker = EpisodeTracker(B)
+        self.recent: list[float] = []  # returns of the episodes that ended since the driver last took them
 
-    obs_TB = np.zeros((config.n_steps, config.n_envs) + spec.obs_shape, dtype=spec.obs_dtype)
-    act_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.int64)
-    logp_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
-    rew_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
-    done_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
-    val_TB = np.zeros((config.n_steps, config.n_envs), dtype=np.float32)
-    # Bootstrap values of truncated episodes' final observations are added to their last reward.
-    # Envs cannot be snapshotted: a resumed run restarts them on a seed derived from where it stopped.
-    obs, info = envs.reset(seed=resume_seed(config.seed, update))
-    if config.life_loss_terminal and "lives" not in info:
-        raise ValueError(f"life_loss_terminal needs an env that counts lives (ALE); {config.env_id} does not: "
-                         "set life_loss_terminal=false")
-    lives = info["lives"].copy() if config.life_loss_terminal else None
-    tracker = EpisodeTracker(config.n_envs)
-    recent: list[float] = []
-    t0, next_log, next_ckpt = time.time(), global_step + config.log_every, global_step + config.checkpoint_every
-    bar = progress(n_updates * batch_size, global_step, f"ppo {config.env_id}", progress_bar)
+    def checkpointer(self, run, name: str = "agent", optim: str = "optim") -> Checkpointer:
+        return Checkpointer(run, nets={name: self.agent}, optimizers={optim: self.optimizer}, rng=self.rng)
 
-    while update < n_updates:
+    def start(self) -> None:
+        """Reset the envs, on a seed derived from the update a resumed learner restarts at (envs cannot be
+        snapshotted)."""
+        self.obs, info = self.envs.reset(seed=resume_seed(self.config.seed, self.update))
+        if self.config.life_loss_terminal and "lives" not in info:
+            raise ValueError(f"life_loss_terminal needs an env that counts lives (ALE); {self.config.env_id} does "
+                             "not: set life_loss_terminal=false")
+        self.lives = info["lives"].copy() if self.config.life_loss_terminal else None
+
+    def collect(self) -> None:
+        """One rollout, then GAE: the batch ``learn`` uses is left in ``self.b_obs`` and its companions."""
+        config, agent, spec = self.config, self.agent, self.spec
         if config.anneal_lr:
-            optimizer.param_groups[0]["lr"] = config.lr * (1.0 - update / n_updates)
-
-        # -- rollout ------------------------------------------------------------------------------------
+            self.optimizer.param_groups[0]["lr"] = config.lr * (1.0 - self.update / self.n_updates)
         agent.eval()
+        obs = self.obs
         for t in range(config.n_steps):
             with torch.no_grad():
                 logits_BA, value_B = agent.logits_and_value(obs)
                 dist = torch.distributions.Categorical(logits=logits_BA)
                 action_B = dist.sample()
-            obs_TB[t], act_TB[t] = obs, action_B.cpu().numpy()
-            logp_TB[t], val_TB[t] = dist.log_prob(action_B).cpu().numpy(), value_B.cpu().numpy()
-            obs, reward, term, trunc, info = envs.step(act_TB[t])
+            self.obs_TB[t], self.act_TB[t] = obs, action_B.cpu().numpy()
+            self.logp_TB[t], self.val_TB[t] = dist.log_prob(action_B).cpu().numpy(), value_B.cpu().numpy()
+            obs, reward, term, trunc, info = self.envs.step(self.act_TB[t])
             reward = reward.astype(np.float32)
             # A copy: the bootstrap below must not leak into the logged (real) episode returns.
             reward_learn = np.sign(reward) if spec.settings.get("reward_clipping") else reward.copy()
@@ -218,61 +216,98 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
                     for i in np.flatnonzero(trunc & ~term):
                         _, v = agent.logits_and_value(info["final_obs"][i][None])
                         reward_learn[i] += config.gamma * v.item()
-            done_learn, lives = learner_done(term, trunc, lives, info)
-            rew_TB[t], done_TB[t] = reward_learn, done_learn
-            for ret, length in tracker.update(reward, term | trunc):
-                recent.append(ret)
-        global_step += batch_size
-        bar.update(batch_size)
-
-        # -- GAE ----------------------------------------------------------------------------------------
+            done_learn, self.lives = learner_done(term, trunc, self.lives, info)
+            self.rew_TB[t], self.done_TB[t] = reward_learn, done_learn
+            for ret, length in self.tracker.update(reward, term | trunc):
+                self.recent.append(ret)
+        self.obs = obs
+        self.global_step += self.batch_size
         with torch.no_grad():
             _, next_value = agent.logits_and_value(obs)
-        adv_TB, ret_TB = gae(rew_TB, val_TB, done_TB, next_value.cpu().numpy(), config.gamma, config.gae_lambda)
+        adv_TB, ret_TB = gae(self.rew_TB, self.val_TB, self.done_TB, next_value.cpu().numpy(), config.gamma,
+                             config.gae_lambda)
+        self.b_obs = to_device(self.obs_TB.reshape((self.batch_size,) + spec.obs_shape), self.device)
+        self.b_act, self.b_logp, self.b_adv, self.b_ret, self.b_val = (
+            to_device(a.reshape(-1), self.device) for a in (self.act_TB, self.logp_TB, adv_TB, ret_TB, self.val_TB))
 
-        # -- update -------------------------------------------------------------------------------------
+    def learn(self) -> dict:
+        """``update_epochs`` passes of clipped-surrogate minibatch updates on the last rollout; the last minibatch's
+        losses and the epoch's clip fraction, as metrics."""
+        config, agent, optimizer = self.config, self.agent, self.optimizer
         agent.train()
-        b_obs = to_device(obs_TB.reshape((batch_size,) + spec.obs_shape), device)
-        b_act, b_logp, b_adv, b_ret, b_val = (to_device(a.reshape(-1), device)
-                                              for a in (act_TB, logp_TB, adv_TB, ret_TB, val_TB))
         clipfracs = []
         for _epoch in range(config.update_epochs):
-            order = rng.permutation(batch_size)
-            for start in range(0, batch_size, minibatch):
-                mb = torch.as_tensor(order[start:start + minibatch], device=device)
-                logits_BA, value_B = agent.logits_and_value(b_obs[mb])
+            order = self.rng.permutation(self.batch_size)
+            for start in range(0, self.batch_size, self.minibatch):
+                mb = torch.as_tensor(order[start:start + self.minibatch], device=self.device)
+                logits_BA, value_B = agent.logits_and_value(self.b_obs[mb])
                 dist = torch.distributions.Categorical(logits=logits_BA)
-                logratio = dist.log_prob(b_act[mb]) - b_logp[mb]
+                logratio = dist.log_prob(self.b_act[mb]) - self.b_logp[mb]
                 ratio = logratio.exp()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(float(((ratio - 1.0).abs() > config.clip_coef).float().mean()))
-                adv = b_adv[mb]
+                adv = self.b_adv[mb]
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)).mean()
-                v_clipped = b_val[mb] + (value_B - b_val[mb]).clamp(-config.clip_coef, config.clip_coef)
-                v_loss = 0.5 * torch.max((value_B - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean()
+                v_clipped = self.b_val[mb] + (value_B - self.b_val[mb]).clamp(-config.clip_coef, config.clip_coef)
+                v_loss = 0.5 * torch.max((value_B - self.b_ret[mb]) ** 2, (v_clipped - self.b_ret[mb]) ** 2).mean()
                 entropy = dist.entropy().mean()
                 loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
                 optimizer.step()
-        update += 1
-        if observer:
-            agent.eval()
-            observer(agent, b_obs, global_step)
-
-        wall = wall_before + time.time() - t0
-        if global_step >= next_log or update == n_updates:
-            row = {
-                "charts/episodic_return": float(np.mean(recent)) if recent else None,
-                "charts/episodes": len(recent), "charts/SPS": int(global_step / max(wall, 1e-9)),
-                "charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss.item(),
+        self.update += 1
+        return {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/policy_loss": pg_loss.item(),
                 "losses/value_loss": v_loss.item(), "losses/entropy": entropy.item(),
-                "losses/approx_kl": approx_kl.item(), "losses/clipfrac": float(np.mean(clipfracs)),
-                "wall_seconds": round(wall, 2),
-            }
+                "losses/approx_kl": approx_kl.item(), "losses/clipfrac": float(np.mean(clipfracs))}
+
+    def take_returns(self) -> list[float]:
+        """The returns of the episodes that ended since the last call."""
+        out, self.recent = self.recent, []
+        return out
+
+    def policy(self):
+        """The actor alone (same trunk and head, no critic): what a run ships."""
+        policy = build(replace(self.net_spec, value_head=False), "pi").to(self.device)
+        policy.load_state_dict({k: v for k, v in self.agent.state_dict().items() if not k.startswith("value.")})
+        return policy
+
+
+def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress_bar: bool = True,
+              callback=None, observer=None) -> dict:
+    """Train, write the run folder ``out``, return its card. ``callback(row)`` sees every metrics row;
+    ``observer(agent, states, step)`` sees the agent after each update with the states of the rollout it
+    learned from (real-time distillation hangs a student here)."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    learner = PPOLearner(config, device)
+    run = open_run(out, config, learner.spec, resume, **learner.where)
+    wall_before = 0.0
+    if resume and run.has_checkpoint():
+        state = learner.checkpointer(run).restore()
+        learner.global_step, learner.update, wall_before = state["global_step"], state["update"], state["wall_seconds"]
+    learner.start()
+    recent: list[float] = []
+    t0 = time.time()
+    next_log, next_ckpt = learner.global_step + config.log_every, learner.global_step + config.checkpoint_every
+    bar = progress(learner.n_updates * learner.batch_size, learner.global_step, f"ppo {config.env_id}", progress_bar)
+
+    while learner.update < learner.n_updates:
+        learner.collect()
+        bar.update(learner.batch_size)
+        recent += learner.take_returns()
+        losses = learner.learn()
+        if observer:
+            learner.agent.eval()
+            observer(learner.agent, learner.b_obs, learner.global_step)
+
+        global_step, wall = learner.global_step, wall_before + time.time() - t0
+        if global_step >= next_log or learner.update == learner.n_updates:
+            row = {"charts/episodic_return": float(np.mean(recent)) if recent else None,
+                   "charts/episodes": len(recent), "charts/SPS": int(global_step / max(wall, 1e-9)), **losses,
+                   "wall_seconds": round(wall, 2)}
             run.log(global_step, **row)
             if callback:
                 callback({"step": global_step, **row})
@@ -280,15 +315,13 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
                 bar.set_postfix(ret=f"{np.mean(recent):.1f}")
             recent = []
             next_log += config.log_every
-        if global_step >= next_ckpt or update == n_updates:
-            checkpointer(run, agent, optimizer, rng).save({"global_step": global_step, "update": update,
-                                                           "wall_seconds": wall})
+        if global_step >= next_ckpt or learner.update == learner.n_updates:
+            learner.checkpointer(run).save({"global_step": global_step, "update": learner.update,
+                                            "wall_seconds": wall})
             next_ckpt += config.checkpoint_every
     bar.close()
-    envs.close()
+    learner.envs.close()
 
     wall = wall_before + time.time() - t0
-    # The shipped policy is the actor alone: same trunk and head, no critic.
-    policy = build(replace(net_spec, value_head=False), "pi").to(device)
-    policy.load_state_dict({k: v for k, v in agent.state_dict().items() if not k.startswith("value.")})
-    return finish_run(run, policy, config, spec, "ppo", global_step, wall, {"updates": update, **where})
+    return finish_run(run, learner.policy(), config, learner.spec, "ppo", learner.global_step, wall,
+                      {"updates": learner.update, **learner.where})
