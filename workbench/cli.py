@@ -1,5 +1,5 @@
-"""The `workbench` command: doctor, train, evaluate, distill, distill-dataset, distill-realtime, distill-multitask,
-sweep, import-teacher, reproduce, teachers, bench, report, demo."""
+"""The `workbench` command: doctor, train, evaluate, distill, distill-dataset, distill-dual, distill-realtime,
+distill-multitask, sweep, import-teacher, reproduce, teachers, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -118,6 +118,18 @@ def cmd_distill(args) -> int:
     print(json.dumps({k: card[k] for k in ("env_id", "loss", "tau", "beta", "teacher_params", "student_params",
                                             "compression", "return_mean", "teacher_return_mean", "pct_of_teacher",
                                             "pct_of_teacher_kind", "agreement", "kl", "teacher_queries",
+                                            "wall_seconds")}))
+    return 0
+
+
+def cmd_distill_dual(args) -> int:
+    _threads(args.threads)
+    from .config import values
+    from .distill.dual import DualConfig, distill_dual
+
+    card = distill_dual(DualConfig(**values(args, DualConfig)), args.out, resume=args.resume,
+                        progress_bar=not args.quiet)
+    print(json.dumps({k: card[k] for k in ("env_id", "weighting", "every", "distill_steps", "a", "b", "best",
                                             "wall_seconds")}))
     return 0
 
@@ -298,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .agents.ppo import PPOConfig
     from .config import add_arguments
     from .distill.dataset import DatasetConfig
+    from .distill.dual import DualConfig
     from .distill.loop import DistillConfig
     from .distill.multitask import MultitaskConfig
     from .distill.realtime import RealtimeConfig
@@ -349,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "config.json records it)")
     _run_flags(s)
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("distill-dual", help="two PPO learners that teach each other where the other is better "
+                       "(dual policy distillation; no pre-trained teacher)")
+    add_arguments(s, DualConfig, required=("env_id",))
+    _run_flags(s)
+    s.set_defaults(func=cmd_distill_dual)
 
     s = sub.add_parser("distill-dataset", help="a handful of states with the teacher's outputs (a distilled set), "
                        "from which `distill --from-dataset` trains a student in seconds")
