@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,22 @@ def test_every_zero_is_two_independent_learners(tmp_path):
     card = distill_dual(DualConfig(env_id="CartPole-v1", preset="smoke", every=0, total_steps=1024, memory=1024,
                                    batch=128, eval_episodes=2, device="cpu"), tmp_path / "pair", progress_bar=False)
     assert card["distill_steps"] == 0 and card["a"]["taught_share"] is None
+
+
+def test_where_each_learner_teaches_comes_from_both_learners_values(tmp_path):
+    from workbench.distill.dual import load_agents, teaching_states
+
+    out = tmp_path / "pair"
+    distill_dual(DualConfig(env_id="CartPole-v1", preset="smoke", every=1, total_steps=1024, memory=1024, batch=128,
+                            eval_episodes=2, width_b=0.5, device="cpu"), out, progress_bar=False)
+    (a, b), spec = load_agents(out)
+    assert a.value is not None and b.n_params < a.n_params  # value heads back, at each learner's own width
+    where = teaching_states(out, n_states=200, top=5, seed=0)
+    for direction, (v_t, v_s) in (("a->b", ("value_a", "value_b")), ("b->a", ("value_b", "value_a"))):
+        d = where[direction]
+        assert d["states"].shape == (5, *spec.obs_shape) and d["probs_a"].shape == (5, spec.n_actions)
+        # Each weight is exp(beta (V_teacher - V_student)) at the pair's beta, and they come largest first.
+        assert np.allclose(d["weight"], np.exp(0.5 * (d[v_t] - d[v_s])), rtol=1e-4)
+        assert (np.diff(d["weight"]) <= 1e-6).all()
+        obs = torch.as_tensor(d["states"])
+        assert np.allclose(d["value_a"], a.logits_and_value(obs)[1].detach().numpy(), atol=1e-5)

@@ -21,6 +21,7 @@ CASES = {
     "05_realtime_distillation": ({"preset": "smoke", "teacher_steps": 4_096, "distill_steps": 1_024,
                                   "eval_points": 3}, 2),
     "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
+    "07_dual_policy_distillation": ({"total_steps": 8_192, "every": 1, "max_steps": 60}, 5),
     "09_dataset_distillation": ({"pool_size": 1_000, "eval_episodes": 3, "max_steps": 60}, 3),
     "11_bring_your_own_teacher": ({"sb3_steps": 8_192, "total_steps": 4_096, "max_steps": 60}, 3),
     "10_reproduce_policy_distillation": ({"results_csv": "", "preset": "smoke", "teachers": ["cartpole"],
@@ -46,7 +47,7 @@ def _plotly_outputs(nb) -> int:
 
 @pytest.mark.xdist_group("notebooks-a")
 @pytest.mark.parametrize("name", ["00_tour", "03_frame_by_frame", "01_train_teacher", "05_realtime_distillation",
-                                  "11_bring_your_own_teacher"])
+                                  "11_bring_your_own_teacher", "07_dual_policy_distillation"])
 def test_notebook_runs_headless_a(name, tmp_path):
     _run_case(name, tmp_path)
 
@@ -74,7 +75,7 @@ def _run_case(name, tmp_path):
             if "application/vnd.plotly.v1+json" in o.get("data", {}):
                 assert "text/html" in o["data"]
     if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation", "11_bring_your_own_teacher",
-                "09_dataset_distillation"):
+                "09_dataset_distillation", "07_dual_policy_distillation"):
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
@@ -92,6 +93,11 @@ def _run_case(name, tmp_path):
         assert teacher["origin"]["library"] == "stable-baselines3" and teacher["library_return_difference"] == 0
         student = json.loads(next((tmp_path / "runs" / "byo_teacher").glob("*/student/card.json")).read_text())
         assert student["student_params"] == 114 and student["teacher"].endswith("teacher")
+    if name == "07_dual_policy_distillation":  # a pair and its baseline, the player naming the two peers
+        pair = json.loads(next((tmp_path / "runs" / "dual").glob("*/dual/card.json")).read_text())
+        assert pair["distill_steps"] == 4 and pair["b"]["params"] < pair["a"]["params"]
+        assert next((tmp_path / "runs" / "dual").glob("*/independent/card.json")).exists()
+        assert "learner a" in html and "learner b" in html
     if name == "09_dataset_distillation":  # every set became a file and a student trained from it alone
         runs = next((tmp_path / "runs" / "dataset_distillation").glob("*"))
         assert len(list(runs.glob("*.safetensors"))) == 4

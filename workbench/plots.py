@@ -119,8 +119,9 @@ def episode_figure(trace, t: int) -> go.Figure:
                                         "along the episode"], row_heights=[0.6, 0.4], vertical_spacing=0.12)
     fig.add_trace(image_trace(trace.screens[t]), 1, 1)
     fig.add_trace(image_trace(agent_view(trace.obs[t], trace.family)), 1, 2)
-    fig.add_trace(go.Bar(x=names, y=trace.teacher_probs[t], name="teacher", marker_color=TEACHER_COLOR), 1, 3)
-    fig.add_trace(go.Bar(x=names, y=trace.student_probs[t], name="student", marker_color=STUDENT_COLOR), 1, 3)
+    first, second = trace.names
+    fig.add_trace(go.Bar(x=names, y=trace.teacher_probs[t], name=first, marker_color=TEACHER_COLOR), 1, 3)
+    fig.add_trace(go.Bar(x=names, y=trace.student_probs[t], name=second, marker_color=STUDENT_COLOR), 1, 3)
     steps = np.arange(trace.length)
     fig.add_trace(go.Scatter(x=steps, y=trace.agree.astype(float), mode="lines", name="agree (1) / disagree (0)",
                              line=dict(color="gray", shape="hv")), 2, 1)
@@ -135,8 +136,9 @@ def episode_figure(trace, t: int) -> go.Figure:
     fig.update_yaxes(range=[0, 1], row=1, col=3)
     s = trace.summary()
     fig.update_layout(barmode="group", height=620, template="plotly_white",
-                      title=f"{trace.env_id} frame {t}/{trace.length - 1} ({trace.driver} driving): "
-                            f"teacher {names[trace.teacher_actions[t]]}, student {names[trace.student_actions[t]]}; "
+                      title=f"{trace.env_id} frame {t}/{trace.length - 1} "
+                            f"({first if trace.driver == 'teacher' else second} driving): "
+                            f"{first} {names[trace.teacher_actions[t]]}, {second} {names[trace.student_actions[t]]}; "
                             f"agreement {s['agreement']:.1%} over the episode")
     return fig
 
@@ -337,31 +339,100 @@ def soft_view(obs: np.ndarray, family: str, scale: int = 8) -> np.ndarray:
     return upscale(np.clip(img, 0, 255).astype(np.uint8), scale)
 
 
-def distilled_set_figure(ds, action_names, n: int = 16, cols: int = 8, title: str | None = None) -> go.Figure:
-    """The first ``n`` states of a distilled set as pictures, each above the action probabilities its label gives
-    (softmax(label / tau)): what a student trained on the set is told to do there."""
+def states_figure(states, bars: list[tuple[str, np.ndarray, str]], action_names, family: str, titles=None,
+                  cols: int = 8, title: str = "") -> go.Figure:
+    """States as pictures (``soft_view``), each above grouped bars of action probabilities: ``bars`` holds
+    (name, probs [N, A], colour) per policy or label."""
     from plotly.subplots import make_subplots
 
-    n = min(n, ds.size)
+    n = len(states)
     blocks = -(-n // cols)
-    probs = softmax_rows(ds.labels[:n].numpy() / ds.tau)
-    family = ds.env.family
-    fig = make_subplots(rows=2 * blocks, cols=cols, vertical_spacing=0.04, horizontal_spacing=0.02,
-                        row_heights=[0.7, 0.3] * blocks)
+    padded = list(titles or []) + [""] * (blocks * cols)
+    # Subplots run row by row: a row of pictures (with their titles), then a row of bars (none).
+    fig = make_subplots(rows=2 * blocks, cols=cols, vertical_spacing=0.06, horizontal_spacing=0.02,
+                        row_heights=[0.7, 0.3] * blocks,
+                        subplot_titles=[t for b in range(blocks) for t in padded[b * cols:(b + 1) * cols] + [""] * cols])
     names = list(action_names)
     for i in range(n):
         r, c = 2 * (i // cols) + 1, i % cols + 1
-        fig.add_trace(image_trace(soft_view(ds.states[i].numpy(), family)), r, c)
-        fig.add_trace(go.Bar(x=names, y=probs[i], marker_color=TEACHER_COLOR, showlegend=False,
-                             hovertemplate=f"state {i}: " + "%{x} %{y:.2f}<extra></extra>"), r + 1, c)
+        fig.add_trace(image_trace(soft_view(np.asarray(states[i]), family)), r, c)
+        for label, probs, colour in bars:
+            fig.add_trace(go.Bar(x=names, y=probs[i], name=label, marker_color=colour, legendgroup=label,
+                                 showlegend=i == 0 and len(bars) > 1,
+                                 hovertemplate=f"{label}, state {i}: " + "%{x} %{y:.2f}<extra></extra>"), r + 1, c)
         fig.update_xaxes(visible=False, row=r, col=c)
         fig.update_yaxes(visible=False, row=r, col=c)
         fig.update_yaxes(range=[0, 1], showticklabels=c == 1, row=r + 1, col=c)
         fig.update_xaxes(showticklabels=len(names) <= 6, tickfont=dict(size=8), row=r + 1, col=c)
+    fig.update_layout(template="plotly_white", height=330 * blocks, barmode="group",
+                      margin=dict(t=70, b=20, l=30, r=10), title=title)
+    return fig
+
+
+def distilled_set_figure(ds, action_names, n: int = 16, cols: int = 8, title: str | None = None) -> go.Figure:
+    """The first ``n`` states of a distilled set as pictures, each above the action probabilities its label gives
+    (softmax(label / tau)): what a student trained on the set is told to do there."""
+    n = min(n, ds.size)
     meta = ds.meta
-    fig.update_layout(template="plotly_white", height=330 * blocks, margin=dict(t=60, b=20, l=30, r=10),
-                      title=title or f"{meta['builder']} set of {ds.size} states for {meta['teacher']} "
-                                     f"({meta['labels']}; the first {n})")
+    return states_figure(ds.states[:n].numpy(), [("label", softmax_rows(ds.labels[:n].numpy() / ds.tau),
+                                                  TEACHER_COLOR)], action_names, ds.env.family, cols=cols,
+                         title=title or f"{meta['builder']} set of {ds.size} states for {meta['teacher']} "
+                                        f"({meta['labels']}; the first {n})")
+
+
+def teaching_figure(result: dict, direction: str, action_names, cols: int = 4) -> go.Figure:
+    """The states where one learner of a dual pair teaches the other most (``distill.dual.teaching_states``): each
+    with both learners' action probabilities, its weight and both values in its title."""
+    d = result[direction]
+    teacher, student = direction.split("->")
+    titles = [f"w {w:.2f}: V_a {a:.1f}, V_b {b:.1f}" for w, a, b in zip(d["weight"], d["value_a"], d["value_b"])]
+    return states_figure(d["states"], [("learner a", d["probs_a"], TEACHER_COLOR),
+                                       ("learner b", d["probs_b"], STUDENT_COLOR)], action_names,
+                         result["env_spec"].family, titles=titles, cols=cols,
+                         title=f"Where learner {teacher} teaches learner {student} most: the largest weights "
+                               f"exp(beta (V_{teacher} - V_{student})); learner {teacher}'s value is above "
+                               f"{student}'s on {d['share_peer_better']:.0%} of the states")
+
+
+def dual_curves_figure(runs: dict[str, list[dict]], title: str = "Two learners teaching each other, and without"
+                       ) -> go.Figure:
+    """Training return against env steps per learner, every condition on one axis: ``runs`` maps a condition's
+    label to its pair's metrics rows (``charts/episodic_return_a`` / ``_b``) or a single learner's
+    (``charts/episodic_return``)."""
+    fig = go.Figure()
+    dashes = {"a": "solid", "b": "dot", "": "dash"}
+    palette = ["#1f77b4", "#7f7f7f", "#d62728", "#2ca02c", "#9467bd"]
+    for k, (label, rows) in enumerate(runs.items()):
+        for n in ("a", "b", ""):
+            key = f"charts/episodic_return_{n}" if n else "charts/episodic_return"
+            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
+                                         name=f"{label}: learner {n}" if n else label,
+                                         line=dict(color=palette[k % len(palette)], dash=dashes[n])))
+    fig.update_layout(title=title, xaxis_title="env steps per learner", yaxis_title="training return",
+                      template="plotly_white", height=420)
+    return fig
+
+
+def dual_weights_figure(weights_over_time: list[dict], title: str = "The distillation weights over training"
+                        ) -> go.Figure:
+    """Per learner (as the student of its peer): the mean raw weight of each distillation step (log scale; 1 where
+    the two values agree) and the largest normalised one (how much of the batch one state carries)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean weight exp(beta (V_peer - V_self))",
+                                                        "largest share of the batch one state carries"))
+    for n, colour in (("a", TEACHER_COLOR), ("b", STUDENT_COLOR)):
+        mine = [w for w in weights_over_time if w["learner"] == n]
+        x = [w["env_steps"] for w in mine]
+        fig.add_trace(go.Scatter(x=x, y=[w["w_mean"] for w in mine], mode="lines", name=f"learner {n} (student)",
+                                 line=dict(color=colour)), 1, 1)
+        fig.add_trace(go.Scatter(x=x, y=[w["w_top"] for w in mine], mode="lines", showlegend=False,
+                                 line=dict(color=colour)), 1, 2)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title="env steps per learner")
+    fig.update_layout(title=title, template="plotly_white", height=380)
     return fig
 
 

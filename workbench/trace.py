@@ -190,6 +190,11 @@ class Trace:
         return len(self.actions)
 
     @property
+    def names(self) -> tuple[str, str]:
+        """What the two networks are called in views: ("teacher", "student"), or two peers' names."""
+        return tuple(self.meta.get("names", ("teacher", "student")))
+
+    @property
     def teacher_probs(self) -> np.ndarray:
         return policy_probs(self.teacher_out, self.teacher_kind, self.meta.get("teacher_tau"))
 
@@ -270,12 +275,13 @@ def _as_policy(p):
 @torch.no_grad()
 def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed: int = 0, max_steps: int = 2_000,
                  epsilon: float = 0.0, keep_snapshots: bool = True, teacher_tau: float | None = None,
-                 device: str | None = None) -> Trace:
+                 device: str | None = None, names: tuple[str, str] = ("teacher", "student")) -> Trace:
     """Play one episode with ``driver`` acting (greedy, or epsilon-greedy) and both networks on every frame.
 
     ``teacher``/``student`` are Policy objects or run folders. Both must have ``spec.n_actions`` outputs.
     ``device``: where both networks run (``hardware.resolve_device``; default: where they are, a loaded folder's on
-    the CPU).
+    the CPU). ``names``: what the views call the two (two peers of dual distillation: ("learner a", "learner b"));
+    ``driver`` still says "teacher" for the first and "student" for the second.
     """
     if driver not in ("teacher", "student"):
         raise ValueError(f"driver must be 'teacher' or 'student', got {driver!r}")
@@ -318,7 +324,7 @@ def record_trace(teacher, student, spec: EnvSpec, driver: str = "teacher", seed:
     arrays["rewards"] = arrays["rewards"].astype(np.float32)
     arrays["actions"] = arrays["actions"].astype(np.int64)
     meta = {"epsilon": epsilon, "teacher_params": teacher.n_params, "student_params": student.n_params,
-            "teacher_tau": teacher_tau, "settings": spec.settings, "done": bool(done)}
+            "teacher_tau": teacher_tau, "settings": spec.settings, "done": bool(done), "names": list(names)}
     return Trace(env_id=spec.env_id, family=spec.family, action_names=list(spec.action_meanings), driver=driver,
                  seed=seed, teacher_kind=teacher.kind, student_kind=student.kind, meta=meta, snapshots=snaps,
                  **arrays)

@@ -13,7 +13,8 @@ TEACHER_RGB, STUDENT_RGB, DISAGREE_RGB = (31, 119, 180), (255, 127, 14), (214, 3
 
 
 def bars_image(trace: Trace, t: int, height: int, width: int = 300) -> np.ndarray:
-    """Teacher (blue) and student (orange) action probabilities on frame t, one pair of bars per action."""
+    """Teacher (blue) and student (orange) action probabilities on frame t, one pair of bars per action (the
+    trace's own names for the two: two peers, say)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), "white")
@@ -31,7 +32,8 @@ def bars_image(trace: Trace, t: int, height: int, width: int = 300) -> np.ndarra
                                         (trace.student_probs[t, k], STUDENT_RGB))):
             h = max(2, row // 2 - 2)
             d.rectangle([104, y + j * (h + 1), 104 + int(bar_w * float(p)), y + j * (h + 1) + h], fill=color)
-    d.text((6, height - 14), "blue: teacher   orange: student", fill="black")
+    first, second = trace.names
+    d.text((6, height - 14), f"blue: {first}   orange: {second}", fill="black")
     return np.asarray(img)
 
 

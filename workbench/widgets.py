@@ -91,8 +91,9 @@ class EpisodePlayer:
         self.bars.value = png(bars_image(tr, t, self._bars_height))
         self.timeline.value = png(timeline_image(tr, t))
         mark = "agree" if tr.agree[t] else "<span style='color:#d62728'><b>disagree</b></span>"
-        self.info.value = (f"frame {t}/{tr.length - 1} &nbsp; teacher: <b>{names[tr.teacher_actions[t]]}</b> &nbsp; "
-                           f"student: <b>{names[tr.student_actions[t]]}</b> ({mark}) &nbsp; "
+        first, second = tr.names
+        self.info.value = (f"frame {t}/{tr.length - 1} &nbsp; {first}: <b>{names[tr.teacher_actions[t]]}</b> &nbsp; "
+                           f"{second}: <b>{names[tr.student_actions[t]]}</b> ({mark}) &nbsp; "
                            f"reward {tr.rewards[t]:g}, return so far {tr.rewards[:t + 1].sum():g}")
 
     def jump_to_disagreement(self) -> int | None:

@@ -33,11 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..agents.common import finish_run, open_run, progress, seed_everything
+from ..agents.common import finish_run, open_run, progress, saved_config, seed_everything
 from ..agents.ppo import PPOConfig, PPOLearner, ppo_config
 from ..config import ConfigError, OnDevice, Preset, check
+from ..envs import EnvSpec
 from ..hardware import resolve_device
-from ..runs import Checkpointer
+from ..nets import build, make_spec
+from ..runs import Checkpointer, Run
 
 Weighting = Literal["paper", "code"]
 
@@ -279,3 +281,46 @@ def pair_card(config: DualConfig, cards: list[dict], history: list[dict], wall: 
     best = max(NAMES, key=lambda n: out[n]["return_mean"])
     out["best"] = best
     return out
+
+
+# -- looking at a pair ----------------------------------------------------------------------------------------------
+def load_agents(out: str | Path) -> tuple[list, EnvSpec]:
+    """Both learners of a pair folder as they were at its last checkpoint, value heads included (a learner's own
+    run folder ships the actor alone), and the env they play."""
+    run = Run(out)
+    config = DualConfig(**{k: v for k, v in saved_config(run.config, DualConfig()).items()
+                           if k in {f.name for f in dataclasses.fields(DualConfig)}})
+    spec = EnvSpec.from_dict(run.config["env_spec"])
+    arrays, _ = run.load_checkpoint()
+    agents = []
+    for i, n in enumerate(NAMES):
+        c = learner_config(config, i)
+        agent = build(make_spec(spec.obs_shape, spec.n_actions, width=c.width, value_head=True), "pi")
+        agent.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v.copy()) for k, v in arrays.items()
+                               if k.startswith(f"agent_{n}.")})
+        agents.append(agent.eval())
+    return agents, spec
+
+
+@torch.no_grad()
+def teaching_states(out: str | Path, n_states: int = 2_000, top: int = 8, seed: int = 20_000,
+                    beta: float | None = None) -> dict:
+    """Where each learner teaches the other: on states of both learners' own play (epsilon 0.05, seeds from
+    ``seed``), the ``top`` states with the largest paper weight in each direction. Returns, per direction ("a->b":
+    a teaches b), the states, both learners' action probabilities and values there, and the weights."""
+    from .engine import teacher_states  # the learners' own play, as a teacher's
+
+    agents, spec = load_agents(out)
+    beta = beta if beta is not None else Run(out).config.get("beta", 0.5)
+    half = n_states // 2
+    obs = torch.cat([teacher_states(a, spec, half, seed + 1000 * i, 0.05)[0] for i, a in enumerate(agents)])
+    (la, va), (lb, vb) = (a.logits_and_value(obs) for a in agents)
+    result = {"env_spec": spec}
+    for name, v_teacher, v_student in (("a->b", va, vb), ("b->a", vb, va)):
+        raw = torch.exp(beta * (v_teacher - v_student))
+        idx = raw.argsort(descending=True)[:top]
+        result[name] = {"states": obs[idx].cpu().numpy(), "probs_a": torch.softmax(la[idx], -1).cpu().numpy(),
+                        "probs_b": torch.softmax(lb[idx], -1).cpu().numpy(), "value_a": va[idx].cpu().numpy(),
+                        "value_b": vb[idx].cpu().numpy(), "weight": raw[idx].cpu().numpy(),
+                        "share_peer_better": float((v_teacher > v_student).float().mean())}
+    return result
