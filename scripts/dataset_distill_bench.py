@@ -164,13 +164,15 @@ def ship(rows: list[dict], out: Path, into: Path, size: int = 64) -> None:
     into.mkdir(parents=True, exist_ok=True)
     lines = []
     for game, g in df.groupby("game"):
-        means = g.groupby("builder")["pct_of_teacher"].mean()
-        builder = means.idxmax()
+        means, counts = g.groupby("builder")["pct_of_teacher"].mean(), g.groupby("builder").size()
+        builder = means[counts == counts.max()].idxmax()  # among the builders run on every seed
         best = g[g["builder"] == builder].sort_values("pct_of_teacher").iloc[-1]
         name = f"minatar-{game}-{size}.safetensors"
         shutil.copyfile(out / "sets" / f"{game}-{builder}-{size}-s{best['seed']}.safetensors", into / name)
+        others = ", ".join(f"{b} {v:.1f}" + ("" if counts[b] == counts.max() else f" on {counts[b]} seed(s)")
+                           for b, v in means.items() if b != builder)
         lines.append(f"| `{name}` | {builder} | {best['seed']} | {float(best['pct_of_teacher']):.1f} | "
-                     f"{means[builder]:.1f} ({', '.join(f'{b} {v:.1f}' for b, v in means.items() if b != builder)}) |")
+                     f"{means[builder]:.1f} ({others}) |")
     (into / "README.md").write_text(
         f"# Shipped distilled sets\n\nFor each shipped MinAtar teacher, the best {size}-state set of the dataset "
         "distillation benchmark (`scripts/dataset_distill_bench.py`; docs/lab-notes/dataset-distillation.md): the "

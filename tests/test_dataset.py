@@ -152,3 +152,17 @@ def test_a_learned_minatar_state_is_drawn_in_shades():
 
     assert np.array_equal(img[0, 0], _PALETTE[0])  # a full channel is its colour, as agent_view draws it
     assert np.allclose(img[0, 1], 0.5 * _PALETTE[0] + 0.5 * _PALETTE[1], atol=1)  # halves of two channels: a blend
+
+
+def test_the_shipped_sets_load_and_fit_their_teachers():
+    from workbench.distill.dataset import DISTILLED_DIR, shipped_set
+
+    games = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+    for game in games:
+        ds = load_set(shipped_set(f"minatar-{game}", 64))
+        _, _, env = load_teacher(f"minatar-{game}")
+        assert ds.size == 64 and ds.meta["teacher"] == f"minatar-{game}" and ds.env.env_id == env.env_id
+        assert tuple(ds.states.shape[1:]) == tuple(env.obs_shape) and ds.meta["train"]["steps"] == 300
+    assert "minatar-breakout-64" in (DISTILLED_DIR / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="shipped: minatar-asterix-64"):
+        shipped_set("cartpole", 64)

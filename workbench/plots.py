@@ -206,8 +206,9 @@ DISTILL_KEYS = ("losses/distill", "heldout/agreement", "charts/student_return")
 TRAIN_KEYS = ("charts/episodic_return", "losses/value_loss", "losses/entropy")
 
 
-def live_figure(rows: list[dict], keys=DISTILL_KEYS) -> go.Figure:
-    """Training curves from metrics rows (one subplot per key present); the static twin of LivePlot."""
+def live_figure(rows: list[dict], keys=DISTILL_KEYS, x_title: str = "env steps") -> go.Figure:
+    """Training curves from metrics rows (one subplot per key present); the static twin of LivePlot. ``x_title``
+    names what a row's step counts (a student trained on a distilled set counts updates)."""
     from plotly.subplots import make_subplots
 
     keys = [k for k in keys if any(k in r for r in rows)] or list(keys)
@@ -215,7 +216,7 @@ def live_figure(rows: list[dict], keys=DISTILL_KEYS) -> go.Figure:
     for c, k in enumerate(keys):
         pts = [(r["step"], r[k]) for r in rows if r.get(k) is not None]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=k), 1, c + 1)
-        fig.update_xaxes(title_text="env steps", row=1, col=c + 1)
+        fig.update_xaxes(title_text=x_title, row=1, col=c + 1)
     fig.update_layout(height=320, showlegend=False, template="plotly_white", margin=dict(t=40, b=40, l=50, r=10))
     return fig
 

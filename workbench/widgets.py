@@ -132,14 +132,15 @@ class EpisodePlayer:
 class LivePlot:
     """A plotly FigureWidget of training curves that a run's ``callback`` updates row by row."""
 
-    def __init__(self, keys=plots.DISTILL_KEYS, title: str = "", interactive: bool = True):
+    def __init__(self, keys=plots.DISTILL_KEYS, title: str = "", interactive: bool = True, x_title: str = "env steps"):
         self.keys, self.rows, self.title, self.interactive = tuple(keys), [], title, interactive
+        self.x_title = x_title
         self.figure = None
         if interactive:
             import plotly.graph_objects as go
             from IPython.display import display
 
-            self.figure = go.FigureWidget(plots.live_figure([], self.keys))
+            self.figure = go.FigureWidget(plots.live_figure([], self.keys, x_title))
             self.figure.update_layout(title=title)
             display(self.figure)
 
@@ -154,7 +155,7 @@ class LivePlot:
                 trace_.y = [p[1] for p in pts]
 
     def static(self):
-        fig = plots.live_figure(self.rows, self.keys)
+        fig = plots.live_figure(self.rows, self.keys, self.x_title)
         fig.update_layout(title=self.title)
         return fig
 

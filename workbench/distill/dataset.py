@@ -556,15 +556,16 @@ def distill_from_set(config, out: str | Path, resume: bool = False, progress_bar
         if s.average:
             s.average.update(s.student)
         bar.update(1)
+        s.losses.append(loss)
         if callback is not None and (u % every == 0 or u == 1) and u < config.set_steps:
             # Metrics rows count updates here: no env step is taken. Measuring is left out of train_seconds.
             t_eval = time.time()
-            row = {"losses/distill": loss, "charts/updates": u,
+            row = {"losses/distill": float(np.mean(s.losses)), "charts/updates": u,
                    **{f"heldout/{k}": v for k, v in s.heldout(held).items()}}
             s.eval_seconds += time.time() - t_eval
             s.run.log(u, **row)
             callback({"step": u, **row})
-        s.losses.append(loss)
+            s.losses = []  # each row's loss is the mean over the updates since the last
     bar.close()
     s.step = config.set_steps  # the final row's step: the update count, as above
     row = s.log(held, 0.0, True, callback)
