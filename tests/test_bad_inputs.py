@@ -106,6 +106,15 @@ def test_a_folder_holding_an_earlier_run_is_never_reused_without_resume(capsys, 
     (["distill-multitask", "--teachers", "minatar-breakout", "--preset", "smoke"], ["at least two teachers"]),
     (["distill-realtime", "--env", "CartPole-v1", "--preset", "smoke", "--eval-episodes", "11"], ["1 to 10"]),
     (["train", "--env", "ALE/Pong-v4", "--preset", "smoke"], ["ALE/Pong-v5"]),
+    (["distill-dual", "--env", "CartPole-v1", "--batch", "600", "--memory", "500"], ["--batch", "--memory"]),
+    (["distill-dual", "--env", "CartPole-v1", "--w-min", "5", "--w-max", "1"], ["--w-min", "w_max"]),
+    (["distill-dual", "--env", "CartPole-v1", "--every", "-1"], ["--every", "0 or more"]),
+    (["distill-dataset", "--teacher", "cartpole", "--size", "0"], ["--size", "above 0"]),
+    (["distill-dataset", "--teacher", "cartpole", "--population", "3"], ["--population", "even"]),
+    (["distill", "--from-dataset", "missing.safetensors", "--preset", "smoke"], ["no distilled set at missing",
+                                                                                "distill-dataset"]),
+    (["distill", "--teacher", "cartpole", "--from-dataset", "x.safetensors", "--loss", "ppd"], ["--loss ppd",
+                                                                                              "--from-dataset"]),
 ])
 def test_bad_values_are_refused_before_a_folder_is_written(capsys, tmp_path, argv, words):
     out = tmp_path / "run"

@@ -160,6 +160,10 @@ def load_set(path: str | Path) -> DistilledSet:
     """Read a set written by ``save_set``; anything else (a policy's weights, a pickle, a truncated file, a set of
     another version) is refused by name. Reading never runs code."""
     path = Path(path)
+    if not path.exists():
+        have = sorted(p.name for p in DISTILLED_DIR.glob("*.safetensors"))
+        raise FileNotFoundError(f"no distilled set at {path}; make one with `workbench distill-dataset`, or give a "
+                                f"shipped one: data/distilled/{{{', '.join(have)}}}")
     arrays, meta = _read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a distilled set (it holds "
