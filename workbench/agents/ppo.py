@@ -151,8 +151,9 @@ def restore(run, agent: nn.Module, optimizer: torch.optim.Optimizer,
     return state["global_step"], state["update"], state["wall_seconds"]
 
 
-def checkpointer(run, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> Checkpointer:
-    return Checkpointer(run, nets={"agent": agent}, optimizers={"optim": optimizer}, rng=rng)
+def checkpointer(run, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                 name: str = "agent", optim: str = "optim") -> Checkpointer:
+    return Checkpointer(run, nets={name: agent}, optimizers={optim: optimizer}, rng=rng)
 
 
 class PPOLearner:
@@ -181,7 +182,7 @@ class PPOLearner:
         self.recent: list[float] = []  # returns of the episodes that ended since the driver last took them
 
     def checkpointer(self, run, name: str = "agent", optim: str = "optim") -> Checkpointer:
-        return Checkpointer(run, nets={name: self.agent}, optimizers={optim: self.optimizer}, rng=self.rng)
+        return checkpointer(run, self.agent, self.optimizer, self.rng, name, optim)
 
     def start(self) -> None:
         """Reset the envs, on a seed derived from the update a resumed learner restarts at (envs cannot be

@@ -134,9 +134,10 @@ class RecentStates:
         self.pos = self.size = 0
 
     def add(self, obs_N: np.ndarray) -> None:
-        for o in np.asarray(obs_N)[-len(self.states):]:
-            self.states[self.pos] = o
-            self.pos = (self.pos + 1) % len(self.states)
+        obs_N = np.asarray(obs_N)[-len(self.states):]
+        idx = (self.pos + np.arange(len(obs_N))) % len(self.states)
+        self.states[idx] = obs_N
+        self.pos = int((self.pos + len(obs_N)) % len(self.states))
         self.size = min(self.size + len(obs_N), len(self.states))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
