@@ -124,11 +124,120 @@ class SingleEnv:
         else:
             self.env, self._obs = copy.deepcopy(snap[0]), copy.deepcopy(snap[1])
 
+    def state_bytes(self) -> bytes:
+        """The emulator's state now, as bytes that restore it without executing code: ALE's own serialised state
+        (``cloneState().serialize()``) beside the frame stack; MinAtar's and classic control's as JSON of the env's
+        attributes (its game's numbers and lists, its random generators' states, the time limit's step count)."""
+        if self.family == "ale":
+            head = json.dumps({"stack": list(self.stack.shape)}).encode()
+            return b"ALE1" + len(head).to_bytes(4, "little") + head + self.stack.tobytes() + bytes(
+                self.ale.cloneState().serialize())
+        return b"ENV1" + json.dumps({"env": _attrs_of(self.env), "obs": _encode(self._obs)}).encode()
+
+    def load_state_bytes(self, data: bytes) -> np.ndarray:
+        """Restore a state ``state_bytes`` wrote (for this env id); returns the observation at it."""
+        import ale_py
+
+        kind = bytes(data[:4])
+        if self.family == "ale" and kind == b"ALE1":
+            n = int.from_bytes(data[4:8], "little")
+            shape = tuple(json.loads(bytes(data[8:8 + n]))["stack"])
+            size = int(np.prod(shape))
+            self.stack[:] = np.frombuffer(bytes(data[8 + n:8 + n + size]), np.uint8).reshape(shape)
+            self.ale.restoreState(ale_py.ALEState(bytes(data[8 + n + size:])))
+            return self.stack.copy()
+        if self.family != "ale" and kind == b"ENV1":
+            state = json.loads(bytes(data[4:]))
+            _set_attrs(self.env, state["env"])
+            self._obs = _decode(state["obs"])
+            return self._obs
+        raise ValueError(f"these bytes are not a saved {self.family} state (they start {kind!r}); save one with "
+                         "SingleEnv.state_bytes on the same env id")
+
     def screen(self, obs: np.ndarray) -> np.ndarray:
         """What a human sees: the RGB screen (ALE), a coloured board (MinAtar), the state values (classic)."""
         if self.family == "ale":
             return self.ale.getScreenRGB()
         return agent_view(obs, self.family, scale=16 if self.family == "minatar" else 1)
+
+
+# -- an env's state as JSON: the simple attributes of the wrappers and the game objects under them -------------------
+_SKIP = {"spec", "_cached_spec", "_saved_kwargs", "_previous_data", "action_space", "observation_space",
+         "_action_space", "_observation_space", "_metadata", "metadata", "render_mode", "screen", "clock"}
+
+
+def _is_state_object(v) -> bool:
+    import gymnasium as gym
+
+    return isinstance(v, gym.Env) or type(v).__module__.split(".")[0] == "minatar"
+
+
+def _encode(v):
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, np.generic):
+        return {"__np__": v.dtype.str, "v": v.item()}
+    if isinstance(v, np.ndarray):
+        return {"__nd__": v.dtype.str, "shape": list(v.shape), "v": v.ravel().tolist()}
+    if isinstance(v, (list, tuple)):
+        items = [_encode(x) for x in v]
+        return items if isinstance(v, list) else {"__tuple__": items}
+    if isinstance(v, np.random.RandomState):
+        name, keys, pos, has_gauss, gauss = v.get_state()
+        return {"__rs__": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+    if isinstance(v, np.random.Generator):
+        return {"__gen__": v.bit_generator.state}
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return {"__dict__": {k: _encode(x) for k, x in v.items()}}
+    raise TypeError(type(v).__name__)
+
+
+def _decode(v):
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "__np__" in v:
+        return np.dtype(v["__np__"]).type(v["v"])
+    if "__nd__" in v:
+        return np.asarray(v["v"], dtype=np.dtype(v["__nd__"])).reshape(v["shape"])
+    if "__tuple__" in v:
+        return tuple(_decode(x) for x in v["__tuple__"])
+    if "__dict__" in v:
+        return {k: _decode(x) for k, x in v["__dict__"].items()}
+    raise ValueError(f"unknown encoded value {sorted(v)}")
+
+
+def _attrs_of(obj) -> dict:
+    """{attribute: encoded value} of ``obj``, recursing into wrapped envs and game objects; what cannot be held as
+    JSON (spaces, renderers) is left out, as it is not part of the game's state."""
+    out = {}
+    for k, v in vars(obj).items():
+        if k in _SKIP:
+            continue
+        if _is_state_object(v):
+            out[k] = {"__obj__": _attrs_of(v)}
+            continue
+        try:
+            out[k] = _encode(v)
+        except TypeError:
+            continue
+    return out
+
+
+def _set_attrs(obj, state: dict) -> None:
+    """Write ``_attrs_of``'s values back into ``obj`` (an env of the same id): random generators are set in place, so
+    that objects sharing one keep sharing it."""
+    for k, v in state.items():
+        if isinstance(v, dict) and "__obj__" in v:
+            _set_attrs(getattr(obj, k), v["__obj__"])
+        elif isinstance(v, dict) and "__rs__" in v:
+            name, keys, pos, has_gauss, gauss = v["__rs__"]
+            getattr(obj, k).set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
+        elif isinstance(v, dict) and "__gen__" in v:
+            getattr(obj, k).bit_generator.state = v["__gen__"]
+        else:
+            setattr(obj, k, _decode(v))
 
 
 def upscale(img: np.ndarray, scale: int) -> np.ndarray:
