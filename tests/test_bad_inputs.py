@@ -115,6 +115,13 @@ def test_a_folder_holding_an_earlier_run_is_never_reused_without_resume(capsys, 
                                                                                 "distill-dataset"]),
     (["distill", "--teacher", "cartpole", "--from-dataset", "x.safetensors", "--loss", "ppd"], ["--loss ppd",
                                                                                               "--from-dataset"]),
+    (["distill", "--teacher", "cartpole", "--method", "balanced", "--beta", "0.5"], ["--beta", "method balanced"]),
+    (["distill", "--teacher", "cartpole", "--method", "balanced", "--balance-domain", "colour"],
+     ["--balance-domain", "'colour' is not a known domain", "register_domain"]),
+    (["distill", "--teacher", "cartpole", "--method", "balanced", "--total-steps", "1000"],
+     ["--total-steps 1000", "--heldout-size", "at least"]),
+    (["distill", "--teacher", "cartpole", "--method", "balanced", "--balance-tail", "1.5"],
+     ["--balance-tail", "between 0 and 1"]),
 ])
 def test_bad_values_are_refused_before_a_folder_is_written(capsys, tmp_path, argv, words):
     out = tmp_path / "run"

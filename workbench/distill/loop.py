@@ -41,6 +41,7 @@ from .losses import check_actions, get_loss
 StudentNet = Literal["teacher", "net1", "net2", "net3", "tiny"]
 Family = Literal["nature_cnn", "minatar_cnn", "mlp"]
 Loss = Literal["nll", "mse", "kl", "ppd"]
+Method = Literal["collect", "balanced"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,34 @@ class DistillConfig(OnDevice):
     seed: int = 0
     """Seeds torch, numpy and the envs: same seed, same numbers on the same machine."""
     total_steps: int = 100_000
-    """Env steps collected, summed over envs."""
+    """Env steps collected, summed over envs. The teacher is queried once per collected state, so this is also the
+    run's budget of teacher queries; method balanced spends exactly this many, those made to measure and to
+    generate included."""
+    method: Method = "collect"
+    """collect: one collection by the beta schedule (Rusu, student-driven, DAgger). balanced: multi-stage balanced
+    distillation for long-tailed play (distill.balanced): stages under the teacher-query budget, each stage's mix
+    over domains set from the student's deficits, the tail's data made by the teacher from restored states."""
+    balance_stages: int = 4
+    """balanced: stages the budget is spent in; the first is the teacher's own play."""
+    balance_domain: str = "action"
+    """balanced: what a domain is: action (the teacher's greedy action), or a name given to
+    distill.balanced.register_domain (a state feature, say)."""
+    balance_rule: Literal["fixed", "adaptive"] = "adaptive"
+    """balanced: how deficits set the next stage's mix. fixed: half the natural mix, half the deficits; adaptive:
+    multiplicative weights that keep moving towards the domains that stay behind."""
+    balance_deficit: Literal["recall", "kl"] = "recall"
+    """balanced: a domain's deficit, 1 - the student's recall of the teacher's action there, or its mean KL."""
+    balance_eta: float = 1.0
+    """balanced: step of the adaptive rule's log-weights per stage, per unit of relative deficit."""
+    balance_tail: float = 0.05
+    """balanced: a domain whose share of the teacher's play is below this is tail: the teacher generates its data."""
+    balance_rollout: int = 32
+    """balanced: teacher steps played on from each restored tail state (each a query)."""
+    balance_screen: int = 4
+    """balanced: head data: the student plays this many states for each one the teacher labels (the one the
+    student is least sure of)."""
+    balance_bank: int = 128
+    """balanced: emulator states kept per domain to generate from (a reservoir sample of the teacher's states)."""
     n_envs: int = 8
     """Parallel envs collecting."""
     overlap: bool | None = None
@@ -156,6 +184,23 @@ class DistillConfig(OnDevice):
                               "with --from-dataset (kl, nll or mse)")
         if self.set_steps is not None and self.set_steps < 1:
             raise ConfigError(f"set_steps (--set-steps) must be at least 1, got {self.set_steps}")
+        check(self, positive=("balance_stages", "balance_eta", "balance_rollout", "balance_screen", "balance_bank"),
+              probability=("balance_tail",))
+        if self.method == "balanced":
+            if self.loss == "ppd" or self.from_dataset:
+                raise ConfigError("method balanced collects and labels its own states: leave out "
+                                  f"{'--loss ppd' if self.loss == 'ppd' else '--from-dataset'}")
+            if self.beta != "1":
+                raise ConfigError(f"method balanced decides who acts stage by stage (the teacher in the first, the "
+                                  f"student for head data, the teacher for tail data): leave out --beta, got "
+                                  f"{self.beta!r}")
+            from .balanced import get_domain
+
+            get_domain(self.balance_domain)
+            if self.heldout_size + self.balance_stages * self.n_envs > self.total_steps:
+                raise ConfigError(f"method balanced spends total_steps (--total-steps {self.total_steps}) teacher "
+                                  f"queries, held-out set (--heldout-size {self.heldout_size}) included: give at least "
+                                  f"{self.heldout_size + self.balance_stages * self.n_envs}")
         if self.ema and not 0.0 < self.ema < 1.0:
             raise ConfigError(f"ema (--ema) must be in (0, 1), e.g. 0.999, got {self.ema!r}; 0 turns the average off")
 
@@ -412,6 +457,10 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
         from .dataset import distill_from_set
 
         return distill_from_set(config, out, resume, progress_bar, callback)
+    if config.method == "balanced":  # stages under a query budget, a mix over domains, teacher-made tail data
+        from .balanced import distill_balanced
+
+        return distill_balanced(config, out, resume, progress_bar, callback)
     if config.loss == "ppd":  # on-policy: PPO rollouts instead of a replay memory
         from .proximal import distill_proximal
 
