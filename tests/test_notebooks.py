@@ -22,6 +22,7 @@ CASES = {
                                   "eval_points": 3}, 2),
     "06_multitask_distillation": ({"preset": "smoke", "steps_per_game": 1_024, "max_steps": 40}, 2),
     "07_dual_policy_distillation": ({"total_steps": 8_192, "every": 1, "max_steps": 60}, 5),
+    "08_balanced_distillation": ({"total_steps": 12_000, "stages": 3, "eval_episodes": 2, "max_steps": 60}, 5),
     "09_dataset_distillation": ({"pool_size": 1_000, "eval_episodes": 3, "max_steps": 60}, 3),
     "11_bring_your_own_teacher": ({"sb3_steps": 8_192, "total_steps": 4_096, "max_steps": 60}, 3),
     "10_reproduce_policy_distillation": ({"results_csv": "", "preset": "smoke", "teachers": ["cartpole"],
@@ -54,7 +55,8 @@ def test_notebook_runs_headless_a(name, tmp_path):
 
 @pytest.mark.xdist_group("notebooks-b")
 @pytest.mark.parametrize("name", ["02_distill", "04_compression_vs_performance", "06_multitask_distillation",
-                                  "10_reproduce_policy_distillation", "09_dataset_distillation"])
+                                  "10_reproduce_policy_distillation", "09_dataset_distillation",
+                                  "08_balanced_distillation"])
 def test_notebook_runs_headless_b(name, tmp_path):
     _run_case(name, tmp_path)
 
@@ -75,7 +77,7 @@ def _run_case(name, tmp_path):
             if "application/vnd.plotly.v1+json" in o.get("data", {}):
                 assert "text/html" in o["data"]
     if name in ("00_tour", "02_distill", "03_frame_by_frame", "06_multitask_distillation", "11_bring_your_own_teacher",
-                "09_dataset_distillation", "07_dual_policy_distillation"):
+                "09_dataset_distillation", "07_dual_policy_distillation", "08_balanced_distillation"):
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {m["model_name"] for m in state.values()}
         assert {"ImageModel", "ButtonModel"} & kinds or "IntTextModel" in kinds
@@ -103,6 +105,12 @@ def _run_case(name, tmp_path):
         assert len(list(runs.glob("*.safetensors"))) == 4
         cards = [json.loads(p.read_text()) for p in runs.glob("student-*/card.json")]
         assert len(cards) == 4 and all(c["env_steps"] == 0 and c["dataset_size"] in (16, 64) for c in cards)
+    if name == "08_balanced_distillation":  # both students spent the same budget; the stages and the tail are shown
+        runs = next((tmp_path / "runs" / "balanced").glob("*"))
+        cards = {k: json.loads((runs / k / "card.json").read_text()) for k in ("balanced", "uniform")}
+        assert cards["balanced"]["teacher_queries"] == cards["uniform"]["teacher_queries"] == 12_000
+        assert len(cards["balanced"]["balanced"]["stages"]) == 3
+        assert "recall after stage 2" in html and "balanced accuracy" in html
     if name == "10_reproduce_policy_distillation":  # geometric means say what they are taken over
         assert "Each geometric mean is over kl: 1 games, at least 1 seeds" in html
         assert "workbench --threads 1 sweep --teacher minatar-asterix" in html  # the commands that make the runs

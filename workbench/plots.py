@@ -473,3 +473,61 @@ def dataset_size_figure(rows: pd.DataFrame, title: str = "A fresh student traine
     fig.update_yaxes(title="% of teacher", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", height=420)
     return fig
+
+
+def stage_mix_figure(card: dict, title: str = "The mix each stage trained on, and the student's deficit before it"
+                     ) -> go.Figure:
+    """A balanced run, stage by stage (``distill.balanced.stage_table``): left, each stage's share of updates per
+    domain (stage 0: the teacher's natural mix; tail domains hatched); right, the deficit per domain the stage's mix
+    was set from."""
+    from plotly.subplots import make_subplots
+
+    from .distill.balanced import stage_table
+
+    t = stage_table(card)
+    names = list(dict.fromkeys(t["domain"]))
+    colours = {n: f"rgb{tuple(int(x) for x in _PALETTE[i % len(_PALETTE)])}" for i, n in enumerate(names)}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mix of updates per stage", "deficit before the stage"),
+                        horizontal_spacing=0.08)
+    for name in names:
+        d = t[t["domain"] == name]
+        fig.add_trace(go.Bar(x=d["stage"], y=d["mix"], name=name, legendgroup=name, marker_color=colours[name],
+                             marker_pattern_shape=["/" if x else "" for x in d["tail"]],
+                             hovertemplate=name + ", stage %{x}: %{y:.1%} of updates<extra></extra>"), 1, 1)
+        known = d.dropna(subset=["deficit"])
+        fig.add_trace(go.Scatter(x=known["stage"], y=known["deficit"], mode="lines+markers", name=name,
+                                 legendgroup=name, showlegend=False, line=dict(color=colours[name]),
+                                 hovertemplate=name + ", before stage %{x}: %{y:.3f}<extra></extra>"), 1, 2)
+    deficit = card["balanced"]["deficit"]
+    fig.update_xaxes(title="stage", dtick=1)
+    fig.update_yaxes(title="share", tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title="1 - recall" if deficit == "recall" else "KL(teacher || student)", row=1, col=2)
+    fig.update_layout(barmode="stack", template="plotly_white", height=400, title=title)
+    return fig
+
+
+def domain_recall_figure(reports: dict[str, dict], title: str = "Recall of the teacher's action per domain "
+                         "(held-out teacher states)") -> go.Figure:
+    """Per-domain recall of several students on the same held-out states (``distill.balanced.domain_report``), a
+    bar group per domain labelled with its number of held-out states; each student's balanced accuracy in its name."""
+    fig = go.Figure()
+    for label, r in reports.items():
+        x = [f"{n} ({k})" for n, k in zip(r["names"], r["states"])]
+        fig.add_trace(go.Bar(x=x, y=r["recall"], name=f"{label}: balanced accuracy {r['balanced_accuracy']:.3f}",
+                             hovertemplate=label + ", %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(barmode="group", template="plotly_white", height=380, title=title,
+                      yaxis=dict(title="recall", range=[0, 1]), xaxis_title="domain (held-out states)")
+    return fig
+
+
+def tail_examples_figure(examples: dict, action_names, family: str, n: int = 16, cols: int = 8, tau: float = 1.0,
+                         title: str = "States the teacher generated for the tail, from restored emulator states"
+                         ) -> go.Figure:
+    """The first ``n`` of a balanced run's teacher-generated states (``distill.balanced.load_tail_examples``), each
+    above the teacher's action probabilities there (softmax of its outputs at temperature ``tau``, the run's),
+    titled with its stage and domain."""
+    n = min(n, len(examples["obs"]))
+    names = examples["names"]
+    titles = [f"stage {int(s)}: {names[int(d)]}" for s, d in zip(examples["stage"][:n], examples["domain"][:n])]
+    return states_figure(examples["obs"][:n], [("teacher", softmax_rows(examples["teacher"][:n] / tau), TEACHER_COLOR)],
+                         action_names, family, titles=titles, cols=cols, title=title)

@@ -549,12 +549,14 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
 
 
 def _save_tail_examples(path, store: LabelledStates, names: list[str], per_stage: int = 32) -> None:
-    """Up to ``per_stage`` teacher-generated states per stage (the notebook's frames), with their labels."""
+    """Up to ``per_stage`` teacher-generated states per stage, evenly spread over the stage's (the notebook's
+    frames), with their labels."""
     from safetensors.numpy import save_file
 
     n = store.size
     idx = np.flatnonzero(store.source[:n] == GENERATED)
-    keep = np.concatenate([idx[store.stage[idx] == k][:per_stage] for k in np.unique(store.stage[idx])]) if len(
+    parts = [idx[store.stage[idx] == k] for k in np.unique(store.stage[idx])]  # spread over each stage's
+    keep = np.concatenate([p[np.linspace(0, len(p) - 1, min(per_stage, len(p))).astype(int)] for p in parts]) if len(
         idx) else idx
     arrays = {"obs": np.ascontiguousarray(store.obs[keep]), "teacher": store.teacher[keep],
               "domain": store.domain[keep], "stage": store.stage[keep].astype(np.int64)}
