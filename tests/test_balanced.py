@@ -181,3 +181,17 @@ def test_a_domain_of_ones_own(tmp_path):
         del B.DOMAINS["low_oxygen"]
     with pytest.raises(ConfigError, match="balance_domain .* 'low_oxygen' is not a known domain"):
         small(balance_domain="low_oxygen")
+
+
+def test_multitask_balancing_moves_queries_and_updates_to_the_games_behind(tmp_path):
+    from workbench.distill.multitask import distill_multitask, multitask_config
+
+    config = multitask_config("smoke", ["minatar-breakout", "minatar-seaquest"], steps_per_game=3_072,
+                              balance="adaptive", balance_stages=3)
+    card = distill_multitask(config, tmp_path / "mt", progress_bar=False)
+    stages = card["balance"]["stages"]
+    assert card["teacher_queries"] == 6_144 == sum(g["teacher_queries"] for g in card["per_game"].values())
+    assert [s["stage"] for s in stages] == [0, 1, 2] and stages[0]["mix"] == [0.5, 0.5]
+    for s in stages[1:]:  # each later stage leans towards the game with the larger deficit
+        assert np.argmax(s["mix"]) == np.argmax(s["deficit"]) and np.isclose(sum(s["mix"]), 1.0)
+    assert card["worst_agreement"] <= card["balanced_agreement"]

@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from ..hardware import device_of, memory_on_device, place, resolve_device
 from ..runs import Checkpointer, CheckpointError, _atomic_save_arrays, _read_safetensors
 from .engine import (Schedule, collect_step, default_tau, fit, heldout, load_teacher, score_card,
                      teacher_states)
+from .balanced import adaptive_mix, fixed_mix
 from .loop import Loss, default_lr
 from .losses import get_loss
 
@@ -178,10 +180,16 @@ class MultitaskConfig(OnDevice):
     """Env seed of the first evaluation episode."""
     checkpoint_every: int = 25_000
     """Env steps per game between resume checkpoints."""
+    balance: Literal["none", "fixed", "adaptive"] = "none"
+    """Balance the games (distill.balanced's rules, each game a domain): the run's queries (steps_per_game for every
+    game, in all) are spent in balance_stages stages, and before each later stage the games' deficits (1 - held-out
+    agreement) set the next stage's share of collection and of updates per game. none: every game the same share."""
+    balance_stages: int = 4
+    """Stages of a balanced run; the first gives every game the same share."""
 
     def __post_init__(self):
         object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
-        check(self, positive=("width", "head_units", "tau", "steps_per_game", "n_envs", "memory_per_game", "batch_size",
+        check(self, positive=("width", "head_units", "tau", "balance_stages", "steps_per_game", "n_envs", "memory_per_game", "batch_size",
                               "lr", "updates_per_step", "heldout_size", "log_every", "eval_episodes",
                               "checkpoint_every"),
               non_negative=("learning_starts", "seed", "eval_seed"), probability=("teacher_epsilon",))
@@ -296,25 +304,56 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         obs_B, extras = games[g]["memory"].sample_states(config.batch_size, rng, device)
         games[g]["losses"].append(fit(optimizer, loss_fn, student.logits(obs_B, g), extras["teacher"]))
 
+    n_games, balanced = len(games), config.balance != "none"
+    budget = config.steps_per_game * n_games  # teacher queries: one per collected state
+    spent = state.get("spent", step * n_games)
+    game_steps = np.asarray(state.get("game_steps", [step] * n_games), np.int64)
+    natural = np.full(n_games, 1.0 / n_games)
+    mix = np.asarray(state.get("mix") or natural, float)
+    log_weights = np.asarray(state["log_weights"], float) if state.get("log_weights") is not None else None
+    stages: list[dict] = state.get("stages", [])
+    credit = np.zeros(n_games)
     t0, owed, filled = time.time(), 0.0, 0
     schedule = Schedule(step, log=config.log_every, checkpoint=config.checkpoint_every)
-    bar = progress(config.steps_per_game * len(games), step * len(games), f"multitask {len(games)} games", progress_bar)
-    while step < config.steps_per_game:
-        for game in games:  # every game advances one vector step, its teacher acting and labelling
-            collect_step(game["collector"], game["teacher"], rng, config.teacher_epsilon)
-        step += config.n_envs
-        filled += config.n_envs
-        bar.update(config.n_envs * len(games))
+    bar = progress(budget, spent, f"multitask {n_games} games", progress_bar)
+    while spent < budget:
+        if balanced and len(stages) < config.balance_stages and spent >= len(stages) * budget / config.balance_stages:
+            # a stage begins: the games' deficits on their held-out states set its mix
+            agree = np.array([heldout(student.view(g), game["teacher"], game["held"], config.loss,
+                                      config.tau)["agreement"] for g, game in enumerate(games)])
+            deficit = None
+            if stages:
+                deficit = 1.0 - agree
+                if config.balance == "fixed":
+                    mix = fixed_mix(deficit, natural)
+                else:
+                    mix, log_weights = adaptive_mix(deficit, natural, log_weights)
+            stages.append({"stage": len(stages), "queries": int(spent), "agreement": agree.tolist(),
+                           "deficit": None if deficit is None else deficit.tolist(), "mix": mix.tolist()})
+        if balanced:  # each game steps as often as its share says, never past the budget
+            credit += mix * n_games
+            stepping = [g for g in np.argsort(-credit, kind="stable") if credit[g] >= 1]
+            stepping = stepping[:max(1, (budget - spent) // config.n_envs)]
+            credit[stepping] -= 1
+        else:
+            stepping = range(n_games)
+        for g in stepping:  # a game advances one vector step, its teacher acting and labelling
+            collect_step(games[g]["collector"], games[g]["teacher"], rng, config.teacher_epsilon)
+            game_steps[g] += config.n_envs
+        spent += config.n_envs * len(stepping)
+        step = spent // n_games
+        filled += config.n_envs * len(stepping) / n_games
+        bar.update(config.n_envs * len(stepping))
         if filled >= config.learning_starts:
-            owed += config.updates_per_step
-            while owed >= 1:  # games take turns; each minibatch is one game's
+            owed += config.updates_per_step * len(stepping) / n_games
+            while owed >= 1:  # each minibatch is one game's: in turn, or drawn by the stage's mix
                 owed -= 1
-                for g in range(len(games)):
-                    update(g)
+                for g in (rng.choice(n_games, n_games, p=mix) if balanced else range(n_games)):
+                    update(int(g))
                     updates += 1
 
         wall = wall_before + time.time() - t0
-        done = step >= config.steps_per_game
+        done = spent >= budget
         if schedule.due("log", step, done):
             row = {"wall_seconds": round(wall, 2), "charts/updates": updates}
             for g, game in enumerate(games):
@@ -327,7 +366,9 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
             if callback:
                 callback({"step": step, **row})
         if schedule.due("checkpoint", step, done):
-            checkpointer.save({"step": step, "updates": updates, "wall_seconds": wall})
+            checkpointer.save({"step": step, "updates": updates, "wall_seconds": wall, "spent": int(spent),
+                               "game_steps": game_steps.tolist(), "mix": mix.tolist(), "stages": stages,
+                               "log_weights": None if log_weights is None else log_weights.tolist()})
     bar.close()
     for game in games:
         game["envs"].close()
@@ -345,6 +386,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
                                       "pct_of_teacher", "pct_of_teacher_kind")},
             "agreement": heldout(view, game["teacher"], game["held"], config.loss, config.tau)["agreement"],
             "teacher_params": game["teacher"].n_params, "params_to_act": view.n_params,
+            "teacher_queries": int(game_steps[g]),
         }
     save_multitask(run.file("model.safetensors"), student)
     teacher_sum = sum(t.n_params for t in teachers)
@@ -355,6 +397,9 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         "width": config.width, "head_units": config.head_units, "loss": config.loss, "tau": config.tau,
         "preset": config.preset, "seed": config.seed, "env_steps_per_game": step, "updates": updates,
         "wall_seconds": round(wall, 1), "eval_seed": config.eval_seed, "eval_episodes": config.eval_episodes,
+        "teacher_queries": int(spent), "worst_agreement": min(r["agreement"] for r in per_game.values()),
+        "balanced_agreement": float(np.mean([r["agreement"] for r in per_game.values()])),
+        **({"balance": {"rule": config.balance, "stages": stages}} if balanced else {}),
         **where, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     run.write_card(card)
