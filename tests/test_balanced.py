@@ -195,3 +195,13 @@ def test_multitask_balancing_moves_queries_and_updates_to_the_games_behind(tmp_p
     for s in stages[1:]:  # each later stage leans towards the game with the larger deficit
         assert np.argmax(s["mix"]) == np.argmax(s["deficit"]) and np.isclose(sum(s["mix"]), 1.0)
     assert card["worst_agreement"] <= card["balanced_agreement"]
+
+
+def test_the_distill_form_offers_the_balanced_method(tmp_path):
+    from workbench.widgets import DistillForm
+
+    form = DistillForm(out_dir=str(tmp_path), preset="smoke", interactive=False, teacher="minatar-breakout",
+                       student_net="tiny", method="balanced", total_steps=3_000)
+    card = form.run()
+    assert form.out.name == "tiny-kl-balanced-s0" and card["method"] == "balanced"
+    assert card["teacher_queries"] == 3_000 and len(card["balanced"]["stages"]) == 4

@@ -195,12 +195,14 @@ def config_value(cls, name: str, widget):
 class DistillForm:
     """A form for one distillation run with a live plot, its fields read off ``DistillConfig`` (type, choices,
     default, help): teacher, student size and shape (``CONV:HIDDEN`` layer widths at the size's parameter count, or
-    empty for the preset's own), loss, tau (empty: the teacher's default), beta, env steps and seed.
+    empty for the preset's own), loss, tau (empty: the teacher's default), beta, method (collect, or balanced
+    multi-stage distillation), env steps (the teacher-query budget) and seed.
 
     ``run()`` distils with the form's current values and returns the card; the **Distil** button does the same.
     """
 
-    FIELDS = ("teacher", "student_net", "student_layers", "loss", "tau", "beta", "total_steps", "seed", "device")
+    FIELDS = ("teacher", "student_net", "student_layers", "loss", "tau", "beta", "method", "total_steps", "seed",
+              "device")
 
     def __init__(self, out_dir: str = "runs/distill", preset: str = "demo", interactive: bool = True, **values):
         import ipywidgets as W
@@ -237,11 +239,14 @@ class DistillForm:
         from pathlib import Path
 
         v = self.values()
-        self.out = Path(self.out_dir) / f"{size_tag(v['student_net'], v['student_layers'])}-{v['loss']}-s{v['seed']}"
+        method = "" if v["method"] == "collect" else f"-{v['method']}"
+        self.out = Path(self.out_dir) / (f"{size_tag(v['student_net'], v['student_layers'])}-{v['loss']}{method}-"
+                                         f"s{v['seed']}")
         config = distill_config(self.preset, **v, log_every=max(v["total_steps"] // 10, 1_000), eval_every=0,
                                 eval_episodes=10)
         live = LivePlot(title=f"{v['student_net']} student"
-                              f"{' at ' + v['student_layers'] if v['student_layers'] else ''}, {v['loss']} loss",
+                              f"{' at ' + v['student_layers'] if v['student_layers'] else ''}, {v['loss']} loss"
+                              f"{', ' + v['method'] if method else ''}",
                         interactive=self.interactive)
         self.card = distill(config, self.out, callback=live)
         if not self.interactive:
