@@ -7,6 +7,7 @@ same episodes. Resumable: a finished run (its card.json) is not run again, an un
 
     python scripts/balanced_bench.py --out runs/balanced-bench --games seaquest asterix space_invaders
     python scripts/balanced_bench.py --out runs/balanced-bench --table   # measure what has run, write the CSV
+    python scripts/balanced_bench.py --out runs/balanced-bench --multitask runs/balanced-mt   # the five-game students
 
 The table pass measures every finished student on one held-out set per game (the teacher's epsilon-greedy play on
 seeds far from the training ones) and writes OUT/balanced_bench.csv.
@@ -81,18 +82,40 @@ def measure(out: Path, budget: int) -> list[dict]:
     return rows
 
 
+MEASURES = ("pct_of_teacher", "balanced_accuracy", "worst_recall")
+
+
 def summary(rows: list[dict]) -> None:
-    """Mean and range over seeds per game and method."""
-    by: dict[tuple, list[dict]] = {}
+    """Mean and range over seeds per game and method; then, per game and measure, whether balanced stands above
+    each baseline beyond the seeds' spread (its lowest seed above the baseline's highest)."""
+    by: dict[tuple, np.ndarray] = {}
     for r in rows:
-        by.setdefault((r["game"], r["method"]), []).append(r)
-    print(f"{'game':15s} {'method':9s} seeds  {'% of teacher':>22s}  {'balanced acc':>20s}  {'worst recall':>20s}")
-    for (game, method), rs in sorted(by.items()):
-        def cell(key):
-            v = np.array([float(r[key]) for r in rs])
-            return f"{v.mean():6.3g} [{v.min():.3g}, {v.max():.3g}]"
-        print(f"{game:15s} {method:9s} {len(rs):5d}  {cell('pct_of_teacher'):>22s}  {cell('balanced_accuracy'):>20s}"
-              f"  {cell('worst_recall'):>20s}")
+        by.setdefault((r["game"], r["method"]), []).append([float(r[k]) for k in MEASURES])
+    by = {k: np.array(v) for k, v in by.items()}
+    print(f"{'game':15s} {'method':15s} seeds  {'% of teacher':>22s}  {'balanced acc':>22s}  {'worst recall':>22s}")
+    for (game, method), v in sorted(by.items()):
+        cells = "  ".join(f"{f'{c.mean():.3g} [{c.min():.3g}, {c.max():.3g}]':>22s}" for c in v.T)
+        print(f"{game:15s} {method:15s} {len(v):5d}  {cells}")
+    print("\nbalanced against each baseline (+: beyond the spread above, -: beyond it below, =: the ranges overlap)")
+    for game in sorted({g for g, _ in by}):
+        for base in ("uniform", "dagger"):
+            for method in ("balanced", "balanced_fixed"):
+                if (game, base) in by and (game, method) in by:
+                    a, b = by[(game, method)], by[(game, base)]
+                    marks = ["+" if a[:, k].min() > b[:, k].max() else "-" if a[:, k].max() < b[:, k].min() else "="
+                             for k in range(len(MEASURES))]
+                    print(f"{game:15s} {method} vs {base}: " + ", ".join(f"{m} {s}" for m, s in zip(MEASURES, marks)))
+
+
+def multitask_summary(folder: Path) -> None:
+    """The five-game students (``distill-multitask --balance none|adaptive``): per run, the geometric mean of % of
+    each game's teacher, the lowest and the mean held-out agreement over games, and each game's % of teacher."""
+    for card_path in sorted(folder.glob("*/card.json")):
+        c = json.loads(card_path.read_text())
+        games = "  ".join(f"{k.split('/')[1].split('-')[0]} {v['pct_of_teacher']:.1f}" for k, v in c["per_game"].items())
+        print(f"{card_path.parent.name:12s} geomean {c['geomean_pct_of_teacher']:5.1f}  worst agreement "
+              f"{c['worst_agreement']:.3f}  mean agreement {c['balanced_agreement']:.3f}  queries "
+              f"{c['teacher_queries']:,}  {games}")
 
 
 def main() -> None:
@@ -105,10 +128,15 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--table", action="store_true", help="measure the finished runs, write OUT/balanced_bench.csv")
+    p.add_argument("--multitask", default=None, metavar="DIR",
+                   help="summarise the five-game students under DIR (distill-multitask --balance ...) and stop")
     args = p.parse_args()
     set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.multitask:
+        multitask_summary(Path(args.multitask))
+        return
     if args.table:
         rows = measure(out, args.budget)
         with open(out / "balanced_bench.csv", "w", newline="") as f:
