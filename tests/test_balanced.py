@@ -39,8 +39,14 @@ def test_adaptive_rule_moves_towards_the_domains_that_stay_behind():
 
 def test_deficits_need_states_to_be_measured_on():
     report = {"states": [100, 3, 50], "recall": [0.9, 0.0, 0.5], "kl": [0.1, 2.0, 0.4]}
-    assert np.allclose(B.deficits(report, "recall"), [0.1, 0.0, 0.5])
-    assert np.allclose(B.deficits(report, "kl"), [0.1, 0.0, 0.4])
+    assert np.allclose(B.deficits(report, "recall"), [0.1, np.nan, 0.5], equal_nan=True)
+    assert np.allclose(B.deficits(report, "kl"), [0.1, np.nan, 0.4], equal_nan=True)
+    # a domain with too few held-out states to measure keeps its natural share under both rules
+    natural = np.array([0.6, 0.01, 0.39])
+    deficit = B.deficits(report, "recall")
+    assert np.isclose(B.fixed_mix(deficit, natural)[1], 0.01)
+    mix, logw = B.adaptive_mix(deficit, natural, None, keep=0.0)
+    assert np.isclose(logw[1], np.log(0.01)) and mix[2] > natural[2] and np.isclose(mix.sum(), 1.0)
 
 
 def test_a_stage_spends_its_queries_exactly():

@@ -513,7 +513,9 @@ def domain_recall_figure(reports: dict[str, dict], title: str = "Recall of the t
     fig = go.Figure()
     for label, r in reports.items():
         x = [f"{n} ({k})" for n, k in zip(r["names"], r["states"])]
-        fig.add_trace(go.Bar(x=x, y=r["recall"], name=f"{label}: balanced accuracy {r['balanced_accuracy']:.3f}",
+        acc = r["balanced_accuracy"]
+        fig.add_trace(go.Bar(x=x, y=r["recall"], name=f"{label}: balanced accuracy "
+                             f"{'-' if acc is None else f'{acc:.3f}'}",
                              hovertemplate=label + ", %{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(barmode="group", template="plotly_white", height=380, title=title,
                       yaxis=dict(title="recall", range=[0, 1]), xaxis_title="domain (held-out states)")

@@ -134,45 +134,58 @@ def domain_report(student, held: dict, tau: float = 1.0, min_states: int = 10) -
     kl_d = np.array([kl[dom == d].mean() if n[d] else np.nan for d in range(len(names))])
     counted = n >= min_states
     worst = int(np.nanargmin(np.where(counted, recall, np.nan))) if counted.any() else None
-    return {"states": n.tolist(), "recall": recall.tolist(), "kl": kl_d.tolist(), "names": list(names),
+    return {"states": n.tolist(), "recall": _listed(recall), "kl": _listed(kl_d), "names": list(names),
             "agreement": float(agree.mean()), "mean_kl": float(kl.mean()),
             "balanced_accuracy": float(recall[counted].mean()) if counted.any() else None,
             "worst_recall": float(recall[worst]) if worst is not None else None,
             "worst_domain": names[worst] if worst is not None else None}
 
 
+def _listed(values) -> list:
+    """Floats for JSON: NaN (a domain with nothing to measure) as None."""
+    return [None if np.isnan(v) else float(v) for v in np.asarray(values, float)]
+
+
 # -- the balancing rules ------------------------------------------------------------------------------------------
 def deficits(report: dict, kind: str = "recall", min_states: int = 10) -> np.ndarray:
-    """The student's deficit per domain from ``domain_report``: 1 - recall, or the mean KL; 0 where the held-out set
-    has fewer than ``min_states`` states of the domain (nothing to measure it on)."""
+    """The student's deficit per domain from ``domain_report``: 1 - recall, or the mean KL; NaN where the held-out set
+    has fewer than ``min_states`` states of the domain (nothing to measure it on: the rules leave its share alone)."""
     n = np.asarray(report["states"])
     values = 1.0 - np.asarray(report["recall"], dtype=float) if kind == "recall" else np.asarray(report["kl"], float)
-    return np.where(n >= min_states, np.nan_to_num(values, nan=0.0), 0.0).clip(min=0.0)
+    return np.where(n >= min_states, np.clip(values, 0.0, None), np.nan)
 
 
 def fixed_mix(deficit: np.ndarray, natural: np.ndarray) -> np.ndarray:
-    """Half the natural mix, half the deficits normalised (all natural where no domain falls short)."""
+    """Over the measured domains, half their natural share, half their share of the deficits (all natural where no
+    domain falls short); an unmeasured domain (NaN deficit) keeps its natural share."""
     natural = np.asarray(natural, float) / np.sum(natural)
-    total = float(np.sum(deficit))
+    deficit = np.asarray(deficit, float)
+    measured = ~np.isnan(deficit)
+    total = float(np.sum(deficit[measured]))
     if total <= 0:
         return natural
-    return 0.5 * natural + 0.5 * np.asarray(deficit, float) / total
+    mix = natural.copy()
+    mix[measured] = 0.5 * natural[measured] + 0.5 * natural[measured].sum() * deficit[measured] / total
+    return mix
 
 
 def adaptive_mix(deficit: np.ndarray, natural: np.ndarray, log_weights: np.ndarray | None, eta: float = 1.0,
                  keep: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """(mix, log-weights): the log-weights (the natural mix's logs at first) move by ``eta`` times each domain's
-    deficit relative to the mean deficit under the current mix; the mix is their softmax over the domains the teacher
-    visits, with ``keep`` of the natural mix kept."""
+    """(mix, log-weights): the log-weights (the natural mix's logs at first) move by ``eta`` times each measured
+    domain's deficit relative to the mean deficit under the current weights (an unmeasured domain, NaN, does not
+    move); the mix is their softmax over the domains the teacher visits, with ``keep`` of the natural mix kept."""
     natural = np.asarray(natural, float) / np.sum(natural)
-    seen = natural > 0
+    deficit = np.asarray(deficit, float)
+    seen, measured = natural > 0, ~np.isnan(deficit)
     if log_weights is None:
         log_weights = np.where(seen, np.log(np.where(seen, natural, 1.0)), -np.inf)
     w = np.exp(log_weights - log_weights[seen].max()) * seen
     current = w / w.sum()
-    mean = float(np.sum(current * deficit))
+    both = seen & measured
+    mean = float(np.sum(current[both] * deficit[both]) / max(np.sum(current[both]), 1e-12))
     if mean > 0:
-        log_weights = np.where(seen, log_weights + eta * (np.asarray(deficit, float) - mean) / mean, -np.inf)
+        step = np.where(both, eta * (np.nan_to_num(deficit) - mean) / mean, 0.0)
+        log_weights = np.where(seen, log_weights + step, -np.inf)
     w = np.exp(log_weights - log_weights[seen].max()) * seen
     mix = (1 - keep) * w / w.sum() + keep * natural
     return mix, log_weights
@@ -390,8 +403,10 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
     s.start(time.time())
     s.step = budget.spent
     bar = progress(c.total_steps, budget.spent, f"distill balanced -> {s.spec.family}", progress_bar)
-    play = Players(env, c.n_envs, resume_seed(c.seed, env_steps))
-    gen = Players(env, c.n_envs, resume_seed(c.seed + 500_000, env_steps))
+    # Episode seeds: a run's own range of 65,536 (seed + i + n_envs * k for episode k of env i), apart from other seeds'.
+    base = c.seed * 65_536 % 2**30
+    play = Players(env, c.n_envs, resume_seed(base, env_steps))
+    gen = Players(env, c.n_envs, resume_seed(base + 32_768, env_steps))
     rollout_left = np.zeros(c.n_envs, np.int64)
     rollout_domain = np.zeros(c.n_envs, np.int64)
     owed = 0.0
@@ -416,8 +431,8 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
             if s.average:
                 s.average.update(s.student)
 
-    def refresh(mix, prioritise):
-        if prioritise is not None and store.size:  # the student's KL to each stored label, for the within-domain draw
+    def refresh(mix, prioritise, hardness: bool = True):
+        if hardness and prioritise is not None and store.size:  # the student's KL to each stored label
             for a in range(0, store.size, 8192):
                 b = min(a + 8192, store.size)
                 obs = torch.as_tensor(store.obs[a:b]).to(device)
@@ -426,10 +441,15 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
 
     def after_chunk(queries, sampler, mix, prioritise, stage, since):
         bar.update(queries)
-        s.step = budget.spent
-        if mix is not None and (since[0] >= 4_096 or len(sampler[0]) == 0):
-            sampler[0] = refresh(mix, prioritise)[0]
+        s.step = s.queries = budget.spent
+        since[0] += queries
+        since[1] += queries
+        # New states join the draw every 512 (a new state carries its KL from when it was labelled); every stored
+        # state's KL is measured again every 4,096.
+        if mix is not None and (since[0] >= 512 or len(sampler[0]) == 0):
+            sampler[0] = refresh(mix, prioritise, hardness=since[1] >= 4_096)[0]
             since[0] = 0
+            since[1] = 0 if since[1] >= 4_096 else since[1]
         train(queries, sampler, mix)
         done = budget.left == 0
         row = s.log(held_pair, 1.0, done, callback and (lambda r: callback({**r, "stage": stage})))
@@ -452,7 +472,8 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
             prioritise = ~tail
         head_q, tail_q = split_queries(quota, mix, tail) if stage else (quota, np.zeros(n_dom, int))
         sampler = refresh(mix, prioritise) if mix is not None else [None]
-        since = [0]
+        since = [0, 0]
+        rollout_left[:] = 0  # a stage's generation starts from its own tail states
         spent_before, generated, active = budget.spent, 0, 0
         tail_left = tail_q.copy()
         head_left = head_q
@@ -488,7 +509,8 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
                 tail_left = np.maximum(tail_left, 0)
                 if tail_left.sum() == 0 and head_left <= 0:
                     head_left = quota - (budget.spent - spent_before)
-                store.add(obs, t_out, dom, GENERATED, stage)
+                kl = per_state_kl(s.policy, torch.as_tensor(obs).to(device), t_out, c.tau).numpy()
+                store.add(obs, t_out, dom, GENERATED, stage, kl)
                 acts = epsilon_greedy(t_out.argmax(-1), env.n_actions, c.teacher_epsilon, rng)
                 ended = gen.step(np.concatenate([acts, np.zeros(c.n_envs - n, np.int64)]) if n < c.n_envs else acts)
                 rollout_left = np.where(ended, 0, rollout_left - 1)
@@ -512,7 +534,6 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
                 store.add(obs, t_out, dom, ACTIVE, stage, kl)
                 head_left -= n
                 active += n
-            since[0] += n
             after_chunk(n, sampler, mix, prioritise, stage, since)
         if stage == 0:
             counts = store.counts(n_dom, PLAY)
@@ -523,7 +544,7 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
             "updates": s.updates, "mix": None if mix is None else [float(x) for x in mix],
             "tail": [names[d] for d in np.flatnonzero(tail)], "generated": generated, "active": active,
             "played": (budget.spent - spent_before) if stage == 0 else 0,
-            "deficit_before": None if report is None else [float(x) for x in deficits(report, c.balance_deficit)],
+            "deficit_before": None if report is None else _listed(deficits(report, c.balance_deficit)),
             "before": report, "after": after, "bank": bank.sizes().tolist()})
         s.checkpointer.save({"step": budget.spent, "updates": s.updates, "teacher_queries": budget.spent,
                              "wall_seconds": s.wall(), "eval_seconds": s.eval_seconds, "stages": history,

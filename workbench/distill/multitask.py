@@ -342,10 +342,10 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
             game_steps[g] += config.n_envs
         spent += config.n_envs * len(stepping)
         step = spent // n_games
-        filled += config.n_envs * len(stepping) / n_games
+        filled += config.n_envs * (len(stepping) / n_games)
         bar.update(config.n_envs * len(stepping))
         if filled >= config.learning_starts:
-            owed += config.updates_per_step * len(stepping) / n_games
+            owed += config.updates_per_step * (len(stepping) / n_games)  # exactly updates_per_step unbalanced
             while owed >= 1:  # each minibatch is one game's: in turn, or drawn by the stage's mix
                 owed -= 1
                 for g in (rng.choice(n_games, n_games, p=mix) if balanced else range(n_games)):
