@@ -35,7 +35,6 @@ an env. Multi-task distillation's domains (the games) are not built here.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +46,11 @@ import torch
 from ..agents.common import progress, resume_seed, seed_everything
 from ..config import ConfigError
 from ..envs import EnvSpec
-from ..hardware import device_of, resolve_device
-from ..runs import atomic_write_json
+from ..hardware import resolve_device
 from ..trace import SingleEnv
 from .engine import epsilon_greedy, load_teacher, teacher_states
 
 PLAY, ACTIVE, GENERATED = 0, 1, 2  # where a stored state came from
-SOURCES = ("play", "active", "generated")
 
 
 # -- domains ------------------------------------------------------------------------------------------------------
