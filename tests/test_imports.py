@@ -84,6 +84,35 @@ def test_an_sb3_atari_cnn_model_reads_the_workbench_frames_as_sb3_does(tmp_path,
     assert torch.allclose(ours, _sb3_outputs(model, obs).float(), atol=1e-5)
 
 
+@pytest.mark.parametrize("origin", ["sb3", "cleanrl"])
+def test_an_atari_teacher_plays_its_own_librarys_games_and_scores_what_its_library_reports(tmp_path, origin):
+    """Imported under its library's conventions (the default), the teacher's workbench return is its library's
+    return on the same seeds, episode for episode; under ale-py's the card says why the two differ."""
+    if origin == "sb3":
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        sb3.PPO("CnnPolicy", VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0), 4),
+                seed=0).save(tmp_path / "model.zip")
+        config = dict(origin="sb3", path=str(tmp_path / "model.zip"))
+    else:
+        torch.manual_seed(1)
+        torch.save(CleanrlPPOAtari(4).state_dict(), tmp_path / "ppo_atari.cleanrl_model")
+        config = dict(origin="cleanrl", path=str(tmp_path / "ppo_atari.cleanrl_model"), arch="ppo_atari")
+    card = import_teacher(ImportConfig(env_id="ALE/Breakout-v5", eval_episodes=2, **config), tmp_path / "own")
+    assert card["env_settings"]["conventions"] == origin
+    assert card["library_return"]["returns"] == card["returns"] and card["library_return_difference"] == 0
+    assert "differs_because" not in card["library_return"]
+    other = import_teacher(ImportConfig(env_id="ALE/Breakout-v5", eval_episodes=1, conventions="ale-py", **config),
+                           tmp_path / "ale")
+    assert "conventions" not in other["env_settings"]
+    assert "conventions='ale-py'" in other["library_return"]["differs_because"]
+
+
 class Marker:
     """Unpickling this writes a file: the proof that a loader ran code from the model file."""
 

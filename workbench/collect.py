@@ -17,6 +17,13 @@ from .hardware import env_threads
 from .memory import ReplayMemory
 
 
+def restarted(info: dict, done: np.ndarray) -> np.ndarray | None:
+    """Where an env began a fresh frame stack without ending its episode (a lost life under SB3's or cleanrl's Atari
+    wrappers, which say so in ``info["life_lost"]``); None where none did."""
+    lost = info.get("life_lost")
+    return None if lost is None else np.asarray(lost, dtype=bool) & ~done
+
+
 class Collector:
     def __init__(self, envs, spec: EnvSpec, memory: ReplayMemory, obs: np.ndarray, clip_rewards: bool | None = None):
         self.envs, self.spec, self.memory, self.obs = envs, spec, memory, obs
@@ -34,7 +41,7 @@ class Collector:
         done = term | trunc
         # Learners see clipped rewards where the env family asks for it; returns stay the real score.
         self.memory.add(obs, action, np.sign(reward) if self.clip else reward, term, trunc,
-                        final_obs(next_obs, done, info), stored)
+                        final_obs(next_obs, done, info), stored, restart=restarted(info, done))
         self.obs = next_obs
         self.steps += self.envs.num_envs
         return self.tracker.update(reward, done)
@@ -101,7 +108,8 @@ def make_collector(spec: EnvSpec, n_envs: int, seed: int, memory: ReplayMemory, 
     restarts them): :class:`OverlapCollector` for Atari with ``overlap`` (two halves: envs ``seed...`` and
     ``seed + n_envs // 2...``, as one vector env of ``n_envs`` seeds them), else :class:`Collector`."""
     reset_seed = seed if reset_seed is None else reset_seed
-    if not (overlap and spec.family == "ale" and n_envs >= 2):
+    # The overlap needs ale-py's send/recv: not under SB3's or cleanrl's wrappers (gymnasium vector envs).
+    if not (overlap and spec.family == "ale" and n_envs >= 2 and "conventions" not in spec.settings):
         envs, _ = make_env(spec.env_id, n_envs, seed, **spec.settings)
         obs, _ = envs.reset(seed=reset_seed)
         return Collector(envs, spec, memory, obs, clip_rewards)

@@ -50,6 +50,12 @@ MINATAR_DEFAULTS = dict(
     reward_clipping=False,
 )
 CLASSIC_DEFAULTS = dict(reward_clipping=False)
+# ALE only, absent unless chosen: whose wrappers make the frames. "ale-py" (the default) is ale-py's native vector env
+# as set above; "sb3" and "cleanrl" are the libraries' own Atari wrappers (workbench/library_atari.py), for teachers
+# trained there. Absent means "ale-py", so the settings recorded before it existed read the same.
+CONVENTIONS = ("ale-py", "sb3", "cleanrl")
+# What the libraries' wrappers fix, and so cannot be changed under their conventions.
+_LIBRARY_FIXED = dict(maxpool=True, use_fire_reset=True, episodic_life=False)
 
 
 @dataclass(frozen=True)
@@ -150,10 +156,23 @@ def family_of(env_id: str) -> str:
 
 def _settings(family: str, overrides: dict) -> dict:
     defaults = {"ale": ALE_DEFAULTS, "minatar": MINATAR_DEFAULTS, "classic": CLASSIC_DEFAULTS}[family]
-    unknown = set(overrides) - set(defaults)
+    known = set(defaults) | ({"conventions"} if family == "ale" else set())
+    unknown = set(overrides) - known
     if unknown:
-        raise EnvError(f"unknown setting(s) {sorted(unknown)} for a {family} env; known: {sorted(defaults)}")
-    return {**defaults, **overrides}
+        raise EnvError(f"unknown setting(s) {sorted(unknown)} for a {family} env; known: {sorted(known)}")
+    s = {**defaults, **overrides}
+    conventions = s.pop("conventions", "ale-py")
+    if conventions not in CONVENTIONS:
+        raise EnvError(f"conventions={conventions!r} is not one of {list(CONVENTIONS)}: 'ale-py' is ale-py's vector "
+                       "env, 'sb3' and 'cleanrl' the Atari wrappers of Stable-Baselines3 and cleanrl")
+    if conventions != "ale-py":
+        fixed = {k: s[k] for k, v in _LIBRARY_FIXED.items() if s[k] != v}
+        if fixed:
+            raise EnvError(f"{fixed} cannot be set under conventions={conventions!r}: {conventions}'s wrappers "
+                           f"always max-pool, press FIRE to start and count whole games ({_LIBRARY_FIXED}); "
+                           "leave those settings out")
+        s["conventions"] = conventions
+    return s
 
 
 def _ale_game(env_id: str) -> str:
@@ -254,7 +273,8 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, num_threads: int | Non
     """A vector env of ``n_envs`` copies (SAME_STEP autoreset), reset with ``seed``, and its :class:`EnvSpec`.
 
     ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, one per core available: ``hardware.env_threads``;
-    each env's frames do not depend on how many threads step them; Nature preprocessing inside); MinAtar and
+    each env's frames do not depend on how many threads step them; Nature preprocessing inside), or with
+    ``conventions='sb3'``/``'cleanrl'`` those libraries' wrappers (:mod:`workbench.library_atari`); MinAtar and
     classic control use gymnasium's ``SyncVectorEnv`` (their steps are too cheap for processes to pay).
     ``settings`` override the family defaults (``ALE_DEFAULTS``, ``MINATAR_DEFAULTS``); unknown keys fail.
     ``num_threads``: the Atari vector env's threads (default ``hardware.env_threads``); other families ignore it.
@@ -264,7 +284,16 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, num_threads: int | Non
         raise ValueError(f"n_envs must be at least 1, got {n_envs}")
     s = _settings(family, settings)
     same_step = gym.vector.AutoresetMode.SAME_STEP
-    if family == "ale":
+    if family == "ale" and s.get("conventions", "ale-py") != "ale-py":
+        from .library_atari import LibraryAtari
+
+        game = _ale_game(env_id)
+        venv = gym.vector.SyncVectorEnv([lambda: LibraryAtari(game, s["conventions"], s) for _ in range(n_envs)],
+                                        autoreset_mode=same_step)
+        meanings = tuple(_ale_action_meanings(game))
+        spec = EnvSpec(env_id, family, tuple(venv.single_observation_space.shape), "uint8", len(meanings),
+                       meanings, s)
+    elif family == "ale":
         from ale_py.vector_env import AtariVectorEnv
 
         game = _ale_game(env_id)

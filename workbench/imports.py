@@ -39,6 +39,7 @@ from .nets import ACTIVATIONS, NetSpec, Policy
 
 Origin = Literal["sb3", "cleanrl", "module"]
 CleanrlArch = Literal["dqn", "dqn_atari", "ppo", "ppo_atari"]
+Conventions = Literal["auto", "ale-py", "sb3", "cleanrl"]
 NATURE_KERNELS = (8, 4, 3)  # the Nature CNN's kernels (strides 4, 2, 1): SB3's NatureCNN and cleanrl's Atari nets
 
 
@@ -329,8 +330,21 @@ class ImportConfig(OnDevice):
     """Env seed of the first evaluation episode (the workbench's cards use 10000)."""
     library_return: bool = True
     """Also play the same seeds with the teacher's own library (needs stable-baselines3) and record both."""
+    conventions: Conventions = "auto"
+    """Atari only: whose wrappers make the frames the teacher sees, and every student after it. auto: its own
+    library's (sb3 or cleanrl: their no-op and FIRE start, and the reset after a lost life that they train and
+    evaluate with; workbench/library_atari.py), ale-py's vector env for a torch module."""
     env_settings: dict = field(default_factory=dict)
     """Overrides of the env family's behaviour settings (recorded in the run)."""
+
+    def env_overrides(self, family: str) -> dict:
+        """The env settings of the import: ``env_settings`` with the Atari conventions it resolves to."""
+        if family != "ale":
+            return dict(self.env_settings)
+        conventions = self.conventions
+        if conventions == "auto":
+            conventions = self.origin if self.origin in ("sb3", "cleanrl") else "ale-py"
+        return {"conventions": conventions, **self.env_settings}
 
     def __post_init__(self):
         check(self, positive=("eval_episodes",), non_negative=("eval_seed",))
@@ -386,7 +400,9 @@ def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | No
 
     t0 = time.time()
     device = resolve_device(config.device)
-    envs, spec = make_env(config.env_id, 1, 0, **config.env_settings)
+    from .envs import family_of
+
+    envs, spec = make_env(config.env_id, 1, 0, **config.env_overrides(family_of(config.env_id)))
     envs.close()
     if config.origin == "module":
         if module is None or kind is None:
@@ -457,9 +473,11 @@ def _agrees(policy: Policy, module: nn.Module, spec) -> str | None:
 # -- the teacher's own library on the same seeds ------------------------------------------------------------------
 def library_returns(foreign: Foreign, spec, episodes: int, seed: int) -> dict:
     """The teacher's greedy returns on episodes ``seed .. seed + episodes - 1`` as its own library plays them: for
-    SB3 its policy class (built from the same weights, never from the pickles) predicting on gymnasium's env, with
-    SB3's AtariWrapper and a 4-frame stack on Atari; for cleanrl its network on gymnasium's env, with cleanrl's
-    Atari wrappers. Returns {"returns", "mean", "how"} or {"returns": None, "why"} where it cannot be played here."""
+    SB3 its policy class (built from the same weights, never from the pickles) predicting on gymnasium's env, on
+    Atari in SB3's ``make_atari_env`` with a 4-frame ``VecFrameStack``, as RL Zoo evaluates; for cleanrl its network
+    on gymnasium's env, on Atari in the wrappers of cleanrl's Atari scripts. Atari returns are whole games, as those
+    libraries' episode statistics count them. Returns {"returns", "mean", "how"} or {"returns": None, "why"} where it
+    cannot be played here."""
     library = foreign.origin.get("library")
     if spec.family == "minatar":
         return {"returns": None, "why": "MinAtar models are not trained with SB3's or cleanrl's own envs"}
@@ -468,24 +486,29 @@ def library_returns(foreign: Foreign, spec, episodes: int, seed: int) -> dict:
     except ImportError:
         if spec.family == "ale" or library == "stable-baselines3":
             return {"returns": None, "why": "stable-baselines3 is not installed (pip install -e '.[sb3]')"}
-    rets, stalled = play_library_env(_library_actor(foreign), spec, episodes, seed)
+    own = "sb3" if library == "stable-baselines3" else "cleanrl"
+    rets, stalled = play_library_env(_library_actor(foreign), spec, episodes, seed, own)
     how = ("SB3 policy.predict(deterministic=True)" if library == "stable-baselines3" else "cleanrl network argmax")
-    why = ("same frame processing, other games: SB3's AtariWrapper starts each game with FIRE for 4 frames and action 2 "
-           "for 4, the workbench's env with FIRE for one frame, and the no-op starts come from other generators "
-           "(docs/lab-notes/bring-your-own-teacher.md)") if spec.family == "ale" else None
+    why = None
+    conventions = spec.settings.get("conventions", "ale-py")
+    if spec.family == "ale" and conventions != own:
+        why = (f"the workbench played it under conventions={conventions!r}, its library under its own ({own!r}): "
+               "the same frame processing, but another start of each game (ale-py presses FIRE for one frame, "
+               "SB3's and cleanrl's wrappers for one step and then action 2, and reset the same way after a lost "
+               "life) and no-op starts from other generators (docs/lab-notes/bring-your-own-teacher.md)")
     return {"returns": rets, "mean": float(np.mean(rets)), "std": float(np.std(rets)), "n": episodes, "stalled": stalled,
             **({"differs_because": why} if why else {}),
-            "how": how + (f" on {_v4_id(spec.env_id)} with its Atari wrappers" if spec.family == "ale" else
+            "how": how + (f" on {_v4_id(spec.env_id)} with {own}'s Atari wrappers" if spec.family == "ale" else
                           f" on gymnasium's {spec.env_id}")}
 
 
-def play_library_env(act, spec, episodes: int, seed: int) -> tuple[list[float], int]:
+def play_library_env(act, spec, episodes: int, seed: int, library: str = "sb3") -> tuple[list[float], int]:
     """(returns, episodes stalled) of ``act`` (observation -> action) on episodes ``seed .. seed + episodes - 1`` of
-    the env as SB3 and cleanrl build it (:func:`library_env`); a greedy episode stuck on one frame for
+    the env as ``library`` (sb3 or cleanrl) builds it (:func:`library_env`); a greedy episode stuck on one frame for
     ``evaluate.STALL_STEPS`` steps ends there, as in the workbench's evaluation."""
     from .evaluate import STALL_STEPS
 
-    make = library_env(spec)
+    make = library_env(spec, library)
     rets, stalled = [], 0
     for i in range(episodes):
         env, obs = make(seed + i)
@@ -586,10 +609,13 @@ class _Scale(nn.Module):
         return x / self.by
 
 
-def library_env(spec):
-    """seed -> (env, first observation): the env ``spec`` names as SB3 and cleanrl build it. gymnasium's own env for
-    classic control; for Atari ``*NoFrameskip-v4`` in SB3's AtariWrapper (whole games, raw rewards) with a 4-frame
-    stack, channels first."""
+def library_env(spec, library: str = "sb3"):
+    """seed -> (env, first observation): the env ``spec`` names as ``library`` builds it, one whole game an
+    episode, raw rewards, observations channels first. gymnasium's own env for classic control. For Atari
+    ``*NoFrameskip-v4``: ``sb3`` is SB3's ``make_atari_env`` (``AtariWrapper`` with its defaults: the learner's
+    episode ends at a lost life and its reset presses FIRE) with ``VecFrameStack(4)``, counted by its ``Monitor``;
+    ``cleanrl`` is the wrapper chain of cleanrl's ``ppo_atari.py``/``dqn_atari.py`` (SB3's wrappers, then resize,
+    gray and a 4-frame stack), counted by ``RecordEpisodeStatistics``."""
     import gymnasium as gym
 
     if spec.family != "ale":
@@ -601,37 +627,73 @@ def library_env(spec):
     import ale_py
 
     gym.register_envs(ale_py)
-    def make(seed):
-        from stable_baselines3.common.atari_wrappers import AtariWrapper
+    if library not in ("sb3", "cleanrl"):
+        raise ValueError(f"library must be 'sb3' or 'cleanrl', got {library!r}")
 
-        env = gym.make(_v4_id(spec.env_id))
-        # Whole games (a lost life does not end the episode), raw rewards: what an evaluation counts.
-        env = AtariWrapper(env, terminal_on_life_loss=False, clip_reward=False)
-        env = _Stack(env, 4)
-        obs, _ = env.reset(seed=seed)
-        return env, obs
+    def make(seed):
+        env = _SB3Game(_v4_id(spec.env_id), seed) if library == "sb3" else _CleanrlGame(_v4_id(spec.env_id), seed)
+        return env, env.first
     return make
 
 
-class _Stack:
-    """The last k frames, channels first, the first observation after zeros: SB3's VecFrameStack then
-    VecTransposeImage."""
+class _SB3Game:
+    """One whole game in SB3's ``make_atari_env`` + ``VecFrameStack(4)``: steps until its ``Monitor`` reports the
+    episode, rewards the raw ones the ``Monitor`` counts (also those of the reset sequences after a lost life)."""
 
-    def __init__(self, env, k: int):
-        self.env, self.k, self.frames = env, k, []
+    def __init__(self, env_id: str, seed: int):
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import VecFrameStack
 
-    def _obs(self):
-        return np.concatenate(self.frames, axis=-1).transpose(2, 0, 1)
-
-    def reset(self, seed=None):
-        obs, info = self.env.reset(seed=seed)
-        self.frames = [np.zeros_like(obs)] * (self.k - 1) + [obs]
-        return self._obs(), info
+        self.venv = VecFrameStack(make_atari_env(env_id, n_envs=1, seed=seed), n_stack=4)
+        env = self.venv.venv.envs[0]
+        while not isinstance(env, Monitor):
+            env = env.env
+        self.monitor, self.counted = env, 0.0
+        self.first = self.venv.reset()[0].transpose(2, 0, 1)
 
     def step(self, action):
-        obs, reward, term, trunc, info = self.env.step(action)
-        self.frames = self.frames[1:] + [obs]
-        return self._obs(), reward, term, trunc, info
+        obs, _, _, infos = self.venv.step(np.array([action]))
+        ep = infos[0].get("episode")
+        total = float(ep["r"]) if ep else float(sum(self.monitor.rewards))
+        reward, self.counted = total - self.counted, total
+        return obs[0].transpose(2, 0, 1), reward, ep is not None, False, infos[0]
+
+    def close(self):
+        self.venv.close()
+
+
+class _CleanrlGame:
+    """One whole game in the wrappers of cleanrl's Atari scripts: ``RecordEpisodeStatistics``, SB3's
+    ``NoopResetEnv(30)``, ``MaxAndSkipEnv(4)``, ``EpisodicLifeEnv``, ``FireResetEnv``, ``ClipRewardEnv``, then a
+    resize to 84x84 (``cv2.INTER_AREA``), OpenCV's gray and a 4-frame stack that starts from copies of the first
+    frame; reset at every lost life, as cleanrl's vector env does, until the statistics report the game."""
+
+    def __init__(self, env_id: str, seed: int):
+        import cv2
+        import gymnasium as gym
+        from stable_baselines3.common.atari_wrappers import (ClipRewardEnv, EpisodicLifeEnv, FireResetEnv,
+                                                             MaxAndSkipEnv, NoopResetEnv)
+
+        env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))
+        self.stats = env
+        env = MaxAndSkipEnv(NoopResetEnv(env, noop_max=30), skip=4)
+        env = ClipRewardEnv(FireResetEnv(EpisodicLifeEnv(env)))
+        env = gym.wrappers.ResizeObservation(env, (84, 84))
+        env = gym.wrappers.TransformObservation(env, lambda o: cv2.cvtColor(o, cv2.COLOR_RGB2GRAY),
+                                                gym.spaces.Box(0, 255, (84, 84), np.uint8))
+        self.env = gym.wrappers.FrameStackObservation(env, 4)
+        self.first = np.asarray(self.env.reset(seed=seed)[0])
+        self.counted = 0.0
+
+    def step(self, action):
+        obs, _, term, trunc, info = self.env.step(action)
+        ep = info.get("episode")
+        total = float(ep["r"]) if ep else float(self.stats.episode_returns)
+        reward, self.counted = total - self.counted, total
+        if (term or trunc) and ep is None:  # a lost life: the learner's reset, the game goes on
+            obs, _ = self.env.reset()
+        return np.asarray(obs), reward, ep is not None, False, info
 
     def close(self):
         self.env.close()

@@ -4,7 +4,10 @@ A vector env of N copies writes N streams. In each stream an entry holds the new
 a transition at entry ``j`` goes from the stack ending at ``j`` to the stack ending at ``j + 1``. Where an
 episode ends, the terminal frame gets an entry of its own (no transition leaves it), so the next state is
 always exact, also for time-limit truncations. Reading a stack walks back at most ``stack - 1`` entries and
-pads with zeros before an episode's first entry, which is what ale-py's vector env does at reset.
+pads before an episode's first entry as the env does at reset: with zeros (ale-py's vector env, SB3's
+``VecFrameStack``) or with copies of that first frame (``pad="first"``: gym's ``FrameStack``, as cleanrl stacks).
+An env that restarts its stack within an episode (SB3's and cleanrl's Atari wrappers after a lost life) passes
+``restart`` to :meth:`ReplayMemory.add`, and stacks read across that point restart there too.
 
 For Atari (stack 4 of 84x84 uint8) a transition costs one 7,056-byte frame plus ~10 bytes of action, reward
 and flags, instead of the 56,448 bytes of storing obs and next_obs whole.
@@ -29,16 +32,26 @@ class Batch(NamedTuple):
     extras: dict[str, torch.Tensor]
 
 
+def stack_padding(settings: dict) -> str:
+    """How an env with these settings fills a frame stack at reset: "first" under cleanrl's Atari conventions,
+    "zeros" everywhere else."""
+    return "first" if settings.get("conventions") == "cleanrl" else "zeros"
+
+
 class ReplayMemory:
     def __init__(
         self, capacity: int, obs_shape: tuple[int, ...], obs_dtype, n_envs: int = 1, stack: int = 1,
-        extras: dict[str, tuple[tuple[int, ...], object]] | None = None,
+        extras: dict[str, tuple[tuple[int, ...], object]] | None = None, pad: str = "zeros",
     ):
         """``capacity`` transitions over ``n_envs`` streams; ``stack`` > 1 means obs_shape[0] stacked frames.
 
         ``extras`` names per-state arrays stored beside each transition, e.g.
-        ``{"teacher": ((n_actions,), np.float32)}`` for a teacher's logits.
+        ``{"teacher": ((n_actions,), np.float32)}`` for a teacher's logits. ``pad``: what a stack holds before
+        its episode's first frame, "zeros" or "first" (copies of that frame; :func:`stack_padding`).
         """
+        if pad not in ("zeros", "first"):
+            raise ValueError(f"pad must be 'zeros' or 'first', got {pad!r}")
+        self.pad = pad
         if capacity < n_envs * (stack + 2):
             raise ValueError(f"capacity {capacity} is too small for {n_envs} envs with stack {stack}")
         self.obs_shape, self.stack, self.n_envs = tuple(obs_shape), stack, n_envs
@@ -90,9 +103,11 @@ class ReplayMemory:
             self.written[envs] += 1
 
     def add(self, obs, action, reward, terminated, truncated, next_obs, extras: dict | None = None,
-            streams: slice | None = None) -> None:
+            streams: slice | None = None, restart: np.ndarray | None = None) -> None:
         """One vector step: ``next_obs`` is the true next observation (the terminal one where done). ``streams``: the
-        step of some envs only (a slice of the streams: half the envs, stepped while the other half waits)."""
+        step of some envs only (a slice of the streams: half the envs, stepped while the other half waits).
+        ``restart``: where the env began a fresh frame stack at ``next_obs`` within the episode (a lost life under
+        SB3's or cleanrl's wrappers)."""
         envs = None if streams is None else np.arange(self.n_envs)[streams]
         current = self._current if envs is None else self._current[envs]
         if not current.all():
@@ -110,6 +125,9 @@ class ReplayMemory:
                 self._extras_t[k][to_device(flat, self.mirror)] = to_device(self._flat(self.extras[k])[flat],
                                                                             self.mirror)
         self._write_frames(envs, np.asarray(next_obs), first=False)
+        if restart is not None and np.any(restart):
+            written = (self.head if envs is None else self.head[envs]) - 1  # the entries next_obs just went to
+            self._flat(self.first)[(rows + written % self.per_env)[np.asarray(restart, dtype=bool)]] = True
         # After a done the terminal entry stays transition-free; the reset obs starts a new episode.
         ended = np.logical_or(terminated, truncated)
         if envs is None:
@@ -147,6 +165,8 @@ class ReplayMemory:
         for k in range(self.stack):  # k = 0 is the newest frame, the last of the stack
             jk = (j - k) % self.per_env
             idx[k], keep[k] = e * self.per_env + jk, alive
+            if self.pad == "first" and k:  # before the first frame: that frame again
+                idx[k], keep[k] = np.where(alive, idx[k], idx[k - 1]), True
             alive = alive & ~self.first[e, jk]
         rows = self._frames_t[to_device(idx.reshape(-1), self.mirror)].view((self.stack, len(e)) + self.frame_shape)
         rows = rows * to_device(keep, self.mirror).view((self.stack, len(e)) + (1,) * len(self.frame_shape))
@@ -198,7 +218,10 @@ class ReplayMemory:
         for k in range(self.stack):
             jk = (j - k) % self.per_env
             out[alive, self.stack - 1 - k] = self.frames[e[alive], jk[alive]]
-            # Frames before the episode's first entry are zeros, as the env stacks them at reset.
+            # Frames before the episode's first entry are zeros, or that first frame again (pad="first"), as the
+            # env stacks them at reset.
+            if self.pad == "first" and k:
+                out[~alive, self.stack - 1 - k] = out[~alive, self.stack - k]
             alive &= ~self.first[e, jk]
         return out
 

@@ -51,7 +51,13 @@ class SingleEnv:
         self.spec, self.family = spec, spec.family
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        if self.family == "ale":
+        self.lib = None  # SB3's or cleanrl's Atari wrappers (library_atari), where the spec's conventions say so
+        if self.family == "ale" and "conventions" in spec.settings:
+            from .library_atari import LibraryAtari
+
+            self.lib = LibraryAtari(_ale_game(spec.env_id), spec.settings["conventions"], spec.settings)
+            self.ale, self.stack = self.lib.ale, self.lib.stack
+        elif self.family == "ale":
             self._init_ale(spec.settings, seed)
         else:
             self.env, _ = make_single_env(spec.env_id, **spec.settings)
@@ -85,6 +91,8 @@ class SingleEnv:
         return self.stack.copy()
 
     def reset(self) -> np.ndarray:
+        if self.lib is not None:
+            return self.lib.reset(seed=self.seed)[0]
         if self.family != "ale":
             self._obs, _ = self.env.reset(seed=self.seed)
             return self._obs
@@ -99,6 +107,9 @@ class SingleEnv:
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
         """(obs, reward, done) for one agent step."""
+        if self.lib is not None:
+            obs, r, term, trunc, _ = self.lib.step(int(action))
+            return obs, float(r), bool(term or trunc)
         if self.family != "ale":
             self._obs, r, term, trunc, _ = self.env.step(int(action))
             return self._obs, float(r), bool(term or trunc)
@@ -113,12 +124,18 @@ class SingleEnv:
         return obs, reward, bool(self.ale.game_over())
 
     def snapshot(self):
+        if self.lib is not None:
+            return self.ale.cloneState(), self.stack.copy(), self._lib_state()
         if self.family == "ale":
             return self.ale.cloneState(), self.stack.copy()
         return copy.deepcopy(self.env), copy.deepcopy(self._obs)
 
     def restore(self, snap) -> None:
-        if self.family == "ale":
+        if self.lib is not None:
+            self.ale.restoreState(snap[0])
+            self.stack[:] = snap[1]
+            self._set_lib_state(snap[2])
+        elif self.family == "ale":
             self.ale.restoreState(snap[0])
             self.stack[:] = snap[1]
         else:
@@ -128,6 +145,11 @@ class SingleEnv:
         """The emulator's state now, as bytes that restore it without executing code: ALE's own serialised state
         (``cloneState().serialize()``) beside the frame stack; MinAtar's and classic control's as JSON of the env's
         attributes (its game's numbers and lists, its random generators' states, the time limit's step count)."""
+        if self.lib is not None:
+            head = json.dumps({"stack": list(self.stack.shape), "wrappers": self._lib_state()[:2],
+                               "buffer": list(self.lib._buffer.shape)}).encode()
+            return b"LIB1" + len(head).to_bytes(4, "little") + head + self.stack.tobytes() + \
+                self.lib._buffer.tobytes() + bytes(self.ale.cloneState().serialize())
         if self.family == "ale":
             head = json.dumps({"stack": list(self.stack.shape)}).encode()
             return b"ALE1" + len(head).to_bytes(4, "little") + head + self.stack.tobytes() + bytes(
@@ -139,7 +161,18 @@ class SingleEnv:
         import ale_py
 
         kind = bytes(data[:4])
-        if self.family == "ale" and kind == b"ALE1":
+        if self.lib is not None and kind == b"LIB1":
+            n = int.from_bytes(data[4:8], "little")
+            head = json.loads(bytes(data[8:8 + n]))
+            at = 8 + n
+            for arr, shape in ((self.stack, head["stack"]), (self.lib._buffer, head["buffer"])):
+                size = int(np.prod(shape))
+                arr[:] = np.frombuffer(bytes(data[at:at + size]), np.uint8).reshape(shape)
+                at += size
+            self._set_lib_state((*head["wrappers"], self.lib._buffer))
+            self.ale.restoreState(ale_py.ALEState(bytes(data[at:])))
+            return self.stack.copy()
+        if self.lib is None and self.family == "ale" and kind == b"ALE1":
             n = int.from_bytes(data[4:8], "little")
             shape = tuple(json.loads(bytes(data[8:8 + n]))["stack"])
             size = int(np.prod(shape))
@@ -153,6 +186,15 @@ class SingleEnv:
             return self._obs
         raise ValueError(f"these bytes are not a saved {self.family} state (they start {kind!r}); save one with "
                          "SingleEnv.state_bytes on the same env id")
+
+    def _lib_state(self) -> tuple:
+        """What SB3's wrappers remember between steps besides the emulator and the stack: the lives last seen, whether
+        the game really ended, and the max-pool buffer."""
+        return int(self.lib.lives), bool(self.lib.real_done), self.lib._buffer.copy()
+
+    def _set_lib_state(self, state: tuple) -> None:
+        self.lib.lives, self.lib.real_done = int(state[0]), bool(state[1])
+        self.lib._buffer[:] = state[2]
 
     def screen(self, obs: np.ndarray) -> np.ndarray:
         """What a human sees: the RGB screen (ALE), a coloured board (MinAtar), the state values (classic)."""

@@ -22,7 +22,7 @@ from ..collect import Collector
 from ..config import OnDevice, Preset, check, with_preset
 from ..envs import family_of, make_env
 from ..hardware import place, resolve_device
-from ..memory import ReplayMemory
+from ..memory import ReplayMemory, stack_padding
 from ..nets import build, make_spec
 from ..runs import Checkpointer
 from .common import finish_run, open_run, progress, resume_seed, seed_everything
@@ -131,7 +131,8 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     run = open_run(out, config, spec, resume, **where)
     optimizer = torch.optim.Adam(q.parameters(), lr=config.lr)
     stack = spec.settings.get("stack_num", 1)
-    memory = ReplayMemory(config.buffer_size, spec.obs_shape, spec.obs_dtype, config.n_envs, stack)
+    memory = ReplayMemory(config.buffer_size, spec.obs_shape, spec.obs_dtype, config.n_envs, stack,
+                          pad=stack_padding(spec.settings))
     rng = np.random.default_rng(config.seed)
 
     checkpointer = Checkpointer(run, nets={"q": q, "target": q_target}, optimizers={"optim": optimizer},

@@ -30,7 +30,7 @@ from ..collect import make_collector
 from ..config import ConfigError, OnDevice, Preset, check, with_preset
 from ..evaluate import evaluate, evaluate_teacher
 from ..hardware import place, resolve_device
-from ..memory import ReplayMemory
+from ..memory import ReplayMemory, stack_padding
 from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
                     preset_spec, spec_for_fraction, spec_params)
 from ..runs import Checkpointer, read_json, save_policy
@@ -446,7 +446,8 @@ def setup_collection(config: DistillConfig):
     teacher.eval()
     place(device, None, teacher)
     memory = ReplayMemory(config.memory_size, env.obs_shape, env.obs_dtype, config.n_envs,
-                          env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)})
+                          env.settings.get("stack_num", 1), extras={"teacher": ((env.n_actions,), np.float32)},
+                          pad=stack_padding(env.settings))
     return device, teacher, teacher_card, env, memory
 
 

@@ -32,7 +32,7 @@ from ..collect import Collector
 from ..config import ConfigError, OnDevice, Preset, check, with_preset
 from ..envs import make_env
 from ..evaluate import evaluate, geometric_mean_pct
-from ..memory import ReplayMemory
+from ..memory import ReplayMemory, stack_padding
 from ..nets import NetSpec, Policy, _trunk, make_spec
 from ..hardware import device_of, memory_on_device, place, resolve_device
 from ..runs import Checkpointer, CheckpointError, _atomic_save_arrays, _read_safetensors
@@ -293,7 +293,8 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
         envs, _ = make_env(spec.env_id, config.n_envs, config.seed + 97 * g, **spec.settings)
         obs, _ = envs.reset(seed=resume_seed(config.seed + 97 * g, step))
         memory = ReplayMemory(config.memory_per_game, spec.obs_shape, spec.obs_dtype, config.n_envs,
-                              spec.settings.get("stack_num", 1), extras={"teacher": ((spec.n_actions,), np.float32)})
+                              spec.settings.get("stack_num", 1), extras={"teacher": ((spec.n_actions,), np.float32)},
+                              pad=stack_padding(spec.settings))
         held = teacher_states(teacher, spec, config.heldout_size, config.seed + 777_777 + g, config.teacher_epsilon)
         if memory_on_device(memory.nbytes(), device):
             memory.keep_on(device)
