@@ -51,7 +51,7 @@ class SaveAndStop(BaseCallback):
             eps = list(self.model.ep_info_buffer)
             mean = sum(e["r"] for e in eps) / max(len(eps), 1)
             print(f"{self.num_timesteps:>9,} steps  {time.time() - self.t0:7.0f} s  "
-                  f"mean training-episode return (per life) {mean:.1f} over {len(eps)}", flush=True)
+                  f"mean return of the last training games {mean:.1f} over {len(eps)}", flush=True)
         return time.time() < self.deadline
 
     def _on_training_end(self):

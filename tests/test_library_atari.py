@@ -1,6 +1,8 @@
 """Atari under SB3's and cleanrl's conventions: the workbench env gives the frames and whole-game returns of the
 libraries' own pipelines, step for step, across lost lives and new games."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,33 @@ def test_the_single_env_of_traces_plays_the_same_frames(convention):
         if s_done:
             break
         np.testing.assert_array_equal(v_obs[0], s_obs, err_msg=f"step {t}")
+
+
+def test_a_student_of_an_sb3_atari_teacher_learns_under_sb3s_wrappers(tmp_path):
+    """The import records SB3's conventions; a distillation from it collects in them (no overlap, which needs ale-py's
+    send/recv) and says so in its card; asking for the overlap is refused by name before anything is written."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    import dataclasses
+
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from workbench.config import ConfigError
+    from workbench.distill.loop import distill, distill_config
+    from workbench.imports import ImportConfig, import_teacher
+
+    gym.register_envs(ale_py)
+    sb3.PPO("CnnPolicy", VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0), 4),
+            seed=0).save(tmp_path / "model.zip")
+    import_teacher(ImportConfig(origin="sb3", path=str(tmp_path / "model.zip"), env_id="ALE/Breakout-v5",
+                                eval_episodes=1, library_return=False), tmp_path / "teacher")
+    config = distill_config("smoke", str(tmp_path / "teacher"), beta="0", total_steps=512, eval_episodes=1)
+    with pytest.raises(ConfigError, match="leave --overlap out"):
+        distill(dataclasses.replace(config, overlap=True), tmp_path / "refused", progress_bar=False)
+    assert not (tmp_path / "refused").exists()
+    card = distill(config, tmp_path / "student", progress_bar=False)
+    assert card["env_settings"]["conventions"] == "sb3" and card["teacher_queries"] == 512
+    run_config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert run_config["overlap"] is False

@@ -300,7 +300,12 @@ class StudentRun:
         if config.overlap is None:  # a run resumed from before the field existed ran without it
             older = resume and (Path(out) / "config.json").exists() and "overlap" not in read_json(
                 Path(out) / "config.json")
-            config = dataclasses.replace(config, overlap=env.family == "ale" and config.n_envs >= 2 and not older)
+            config = dataclasses.replace(config, overlap=env.family == "ale" and config.n_envs >= 2 and not older
+                                         and "conventions" not in env.settings)
+        if config.overlap and "conventions" in env.settings:
+            raise ConfigError(f"overlap (--overlap) steps ale-py's vector env in two halves (its send/recv); this "
+                              f"teacher plays under conventions={env.settings['conventions']!r} (its library's own "
+                              "Atari wrappers, stepped in Python): leave --overlap out")
         config = dataclasses.replace(config, lr=config.lr or default_lr(s_spec.family),
                                      tau=config.tau or default_tau(teacher_card))
         self.config, self.spec, self.teacher, self.teacher_card, self.env = config, s_spec, teacher, teacher_card, env
