@@ -100,6 +100,10 @@ def test_replay_memory_reads_back_every_stack_the_env_gave(convention):
         seen["restart"] += int(np.asarray(info.get("life_lost", np.zeros(2, bool))).sum())
         seen["done"] += int(done.sum())
     assert seen["restart"] >= 4 and seen["done"] >= 1
+    # The device mirror gathers its stacks by another path: the same stacks (forced on for a CPU here).
+    e, j = memory.sample_indices(512, np.random.default_rng(3))
+    memory.keep_on("cpu")
+    np.testing.assert_array_equal(memory._stacked_on_mirror(e, j).numpy(), memory.stacked(e, j))
 
 
 @pytest.mark.parametrize("convention", ["sb3", "cleanrl"])
