@@ -96,3 +96,46 @@ def test_compression_figure_draws_the_committed_table_beside_live_students():
     row = games[games.game == "minatar-asterix"].iloc[0]
     assert list(asterix.y) == [row.net3, row.tiny] and asterix.x[0] > asterix.x[1]
     assert len(plots.compression_figure(live).data) == len(fig.data) - len(lines)
+
+
+
+def test_separate_critic_reads_the_observation_not_the_actors_features():
+    """cleanrl's classic-control agent: a critic of its own. Changing the actor's trunk moves the logits and leaves
+    the values; the critic is not an acting parameter, and the spec says which critic it had (omitted for 'head')."""
+    import json
+
+    spec = make_spec((6,), 3, value_head=True)
+    sep = build(NetSpec(**{**json.loads(spec.to_json()), "critic": "separate"}), "pi", seed=0)
+    shared = build(spec, "pi", seed=0)
+    assert "critic" not in json.loads(spec.to_json()) and json.loads(sep.spec.to_json())["critic"] == "separate"
+    assert NetSpec.from_dict(json.loads(sep.spec.to_json())) == sep.spec
+    assert sep.n_params == shared.n_params  # the actor alone; the critic's extra trunk is training-only
+    obs = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
+    logits, values = sep.logits_and_value(obs)
+    with torch.no_grad():
+        sep.trunk[1].weight.mul_(-1.0)
+    logits2, values2 = sep.logits_and_value(obs)
+    assert not torch.allclose(logits, logits2) and torch.equal(values, values2)
+    with torch.no_grad():
+        shared.trunk[1].weight.mul_(-1.0)  # a shared trunk moves both
+    assert not torch.equal(shared.logits_and_value(obs)[1], build(spec, "pi", seed=0).logits_and_value(obs)[1])
+    with pytest.raises(ValueError, match="unknown critic 'own'"):
+        NetSpec("mlp", (6,), 3, hidden=(8,), value_head=True, critic="own")
+
+
+def test_orthogonal_init_starts_near_uniform_and_is_seeded():
+    """cleanrl's and SB3's init: orthogonal, zero biases, action head at gain 0.01 so the first policy is near
+    uniform everywhere, even on observations as large as Acrobot's velocities; same seed, same weights."""
+    spec = NetSpec("mlp", (6,), 3, hidden=(64, 64), value_head=True, activation="tanh", critic="separate")
+    obs = 20 * torch.randn(256, 6, generator=torch.Generator().manual_seed(0))
+    ortho = build(spec, "pi", seed=3, init="orthogonal")
+    probs = torch.softmax(ortho.logits(obs), -1)
+    assert (probs - 1 / 3).abs().max() < 0.02
+    assert all(torch.equal(a, b) for a, b in zip(ortho.state_dict().values(),
+                                                  build(spec, "pi", seed=3, init="orthogonal").state_dict().values()))
+    w = ortho.trunk[3].weight  # the 64 x 64 layer: orthogonal at gain sqrt(2)
+    assert torch.allclose(w @ w.T, 2 * torch.eye(64), atol=1e-4) and not ortho.head.bias.any()
+    plain = torch.softmax(build(spec, "pi", seed=3).logits(obs), -1)
+    assert (plain - 1 / 3).abs().max() > 0.05  # PyTorch's default init does not start uniform there
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        build(spec, init="xavier")

@@ -105,9 +105,8 @@ def test_a_teacher_in_training_resumes_where_it_stopped(name, tmp_path):
     import torch
 
     from workbench.agents.common import open_run
-    from workbench.agents.ppo import ppo_config, restore
+    from workbench.agents.ppo import ppo_agent, ppo_config, restore
     from workbench.envs import make_env
-    from workbench.nets import build, make_spec
 
     saved = Run(IN_TRAINING_DIR / name).config
     assert "clip_coef" in saved, "only PPO teachers are trained across sessions"
@@ -116,7 +115,7 @@ def test_a_teacher_in_training_resumes_where_it_stopped(name, tmp_path):
     envs, spec = make_env(config.env_id, 1, config.seed, **config.env_settings)
     envs.close()
     run = open_run(tmp_path / name, config, spec, resume=True)  # raises where the config differs
-    agent = build(make_spec(spec.obs_shape, spec.n_actions, width=config.width, value_head=True), "pi", seed=0)
+    agent = ppo_agent(config, spec.obs_shape, spec.n_actions, seed=0)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.lr, eps=1e-5)
     step, update, wall = restore(run, agent, optimizer, np.random.default_rng(0))
     curve = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]

@@ -94,3 +94,20 @@ def test_life_loss_terminal_on_an_env_without_lives_names_the_fix(tmp_run):
     config = ppo_config("smoke", "MinAtar/Breakout-v1", life_loss_terminal=True)
     with pytest.raises(ValueError, match="life_loss_terminal=false"):
         train_ppo(config, tmp_run, progress_bar=False)
+
+
+def test_classic_control_ppo_trains_cleanrls_agent_and_ships_the_actor_alone(tmp_run):
+    """Classic control trains cleanrl's ppo.py agent (tanh, a critic of its own, orthogonal init); the resume
+    checkpoint keeps the critic, the shipped policy is the actor alone with the checkpoint's actor weights."""
+    import torch
+
+    config = ppo_config("smoke", "Acrobot-v1", seed=0)
+    assert (config.activation, config.critic, config.init) == ("tanh", "separate", "orthogonal")
+    assert ppo_config("smoke", "MinAtar/Breakout-v1").critic == "head"  # the image agents keep their shared trunk
+    train_ppo(config, tmp_run, progress_bar=False)
+    policy = load_policy(tmp_run / "model.safetensors")
+    assert policy.spec.activation == "tanh" and not policy.spec.value_head and policy.spec.critic == "head"
+    arrays, _ = Run(tmp_run).load_checkpoint()
+    assert any(k.startswith("agent.value.0.") for k in arrays), "the critic's own trunk is in the resume checkpoint"
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, torch.from_numpy(arrays[f"agent.{k}"].copy()))

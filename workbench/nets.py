@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 FAMILIES = ("nature_cnn", "minatar_cnn", "mlp")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+CRITICS = ("head", "separate")
 
 # Layer sizes from Rusu et al. 2016, Table 1 (conv channels, hidden units); the teacher is Nature DQN.
 RUSU_NATURE = {
@@ -67,6 +68,10 @@ class NetSpec:
     activation: str = "relu"
     """Nonlinearity after each fully connected hidden layer: relu, or tanh (Stable-Baselines3's and cleanrl's
     actor-critic MLPs). Conv layers are always followed by a ReLU."""
+    critic: str = "head"
+    """Where the critic (``value_head``) reads from: ``head``, a linear head on the actor's trunk (cleanrl's Atari
+    agent, PPD students); ``separate``, its own trunk of the same layers (cleanrl's ``ppo.py`` and SB3's MlpPolicy: on
+    Acrobot a shared trunk's value loss, at returns of -100, swamps the policy's features)."""
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -76,6 +81,8 @@ class NetSpec:
         object.__setattr__(self, "hidden", tuple(int(x) for x in self.hidden))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}; choose one of {CRITICS}")
         if self.family == "mlp" and self.conv:
             raise ValueError("an mlp has no conv layers; leave conv empty")
         if self.family == "nature_cnn" and len(self.conv) != 3:
@@ -83,8 +90,9 @@ class NetSpec:
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        if d["activation"] == "relu":  # the specs written before the field existed read the same
-            del d["activation"]
+        for name, default in (("activation", "relu"), ("critic", "head")):
+            if d[name] == default:  # the specs written before the field existed read the same
+                del d[name]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -136,7 +144,12 @@ class Policy(nn.Module):
         self.spec, self.kind = spec, kind
         self.trunk, n = _trunk(spec)
         self.head = nn.Linear(n, spec.n_actions)
-        self.value = nn.Linear(n, 1) if spec.value_head else None
+        self.value: nn.Module | None = None
+        if spec.value_head and spec.critic == "separate":
+            critic_trunk, n_critic = _trunk(spec)
+            self.value = nn.Sequential(critic_trunk, nn.Linear(n_critic, 1))
+        elif spec.value_head:
+            self.value = nn.Linear(n, 1)
 
     @property
     def n_actions(self) -> int:
@@ -148,6 +161,10 @@ class Policy(nn.Module):
         return n_params(self.trunk) + n_params(self.head)
 
     def features(self, obs) -> torch.Tensor:
+        return self.trunk(self._input(obs))
+
+    def _input(self, obs) -> torch.Tensor:
+        """Observations as the first layer takes them: float, scaled, on the net's device."""
         obs_B = torch.as_tensor(obs, device=self.head.weight.device)
         if self.spec.family == "nature_cnn":
             # Same numbers up to float rounding, other layout: oneDNN's channels-last convs train a Nature CNN about
@@ -157,17 +174,18 @@ class Policy(nn.Module):
         x = obs_B.float()
         if self.spec.obs_scale != 1.0:
             x = x / self.spec.obs_scale
-        return self.trunk(x)
+        return x
 
     def logits(self, obs) -> torch.Tensor:
         """[B, *obs_shape] -> [B, A]: Q-values for kind 'q', policy logits for kind 'pi'."""
         return self.head(self.features(obs))
 
     def logits_and_value(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
-        h_BF = self.features(obs)
         if self.value is None:
             raise RuntimeError("this network has no value head (build it with value_head=True)")
-        return self.head(h_BF), self.value(h_BF).squeeze(-1)
+        x = self._input(obs)
+        h_BF = self.trunk(x)
+        return self.head(h_BF), self.value(x if self.spec.critic == "separate" else h_BF).squeeze(-1)
 
     def forward(self, obs) -> torch.Tensor:
         return self.logits(obs)
@@ -285,10 +303,32 @@ def preset_spec(name: str, teacher: NetSpec) -> NetSpec:
     return spec_for_fraction(teacher, PRESET_FRACTIONS[name])
 
 
-def build(spec: NetSpec, kind: str = "pi", seed: int | None = None) -> Policy:
-    """Build a network; with a seed its initial weights are the same on every call."""
+INITS = ("torch", "orthogonal")
+
+
+def build(spec: NetSpec, kind: str = "pi", seed: int | None = None, init: str = "torch") -> Policy:
+    """Build a network; with a seed its initial weights are the same on every call. ``init``: ``torch``, PyTorch's
+    default initialisation; ``orthogonal``, the actor-critic initialisation of cleanrl and SB3 (orthogonal weights of
+    gain sqrt(2), zero biases, the action head at gain 0.01 so that the first policy is near uniform, the value head at
+    gain 1)."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if seed is None:
-        return Policy(spec, kind)
+        return _init(Policy(spec, kind), init)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Policy(spec, kind)
+        return _init(Policy(spec, kind), init)
+
+
+@torch.no_grad()
+def _init(net: Policy, init: str) -> Policy:
+    if init == "torch":
+        return net
+    value_out = net.value[-1] if isinstance(net.value, nn.Sequential) else net.value
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            gain = 0.01 if m is net.head else 1.0 if m is value_out else math.sqrt(2)
+            nn.init.orthogonal_(m.weight, gain)
+            nn.init.zeros_(m.bias)
+    return net
+

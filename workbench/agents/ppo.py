@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import ClassVar, Literal
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,15 @@ class PPOConfig(OnDevice):
     while the env plays on: episodes, logged returns and the evaluation stay whole games. ALE only."""
     width: float = 1.0
     """Width multiplier of the env family's base network (nets.BASE)."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Nonlinearity of the fully connected hidden layers (classic control: tanh, as cleanrl's ppo.py)."""
+    critic: Literal["head", "separate"] = "head"
+    """The critic: a value head on the actor's trunk, or a trunk of its own (classic control: separate, as cleanrl's
+    ppo.py; shared on Acrobot, the value loss at returns near -100 swamps the policy's features and it never swings
+    up)."""
+    init: Literal["torch", "orthogonal"] = "torch"
+    """Initial weights: PyTorch's default, or cleanrl's and SB3's orthogonal one (action head at gain 0.01: a near
+    uniform first policy; classic control: orthogonal)."""
     log_every: int = 50_000
     """Env steps between metrics lines."""
     checkpoint_every: int = 250_000
@@ -83,10 +92,15 @@ class PPOConfig(OnDevice):
               probability=("gamma", "gae_lambda"))
 
 
+# cleanrl ppo.py's agent for classic control: tanh, a critic of its own, orthogonal initial weights. With the
+# workbench's MinAtar/Atari agent instead (relu, shared trunk, PyTorch's init) Acrobot never reached the goal in
+# 300k steps: the policy's entropy fell to 0.02 within 30k steps (docs/lab-notes/dual-policy-distillation.md).
+CLASSIC_AGENT = dict(activation="tanh", critic="separate", init="orthogonal")
 # Per preset and env family. smoke: seconds, for tests; demo: minutes on 2 cores; full: published scale.
 PPO_PRESETS = {
     "smoke": {
-        "classic": dict(total_steps=2048, n_envs=4, n_steps=128, n_minibatches=4, eval_episodes=3, log_every=512),
+        "classic": dict(total_steps=2048, n_envs=4, n_steps=128, n_minibatches=4, eval_episodes=3, log_every=512,
+                        **CLASSIC_AGENT),
         "minatar": dict(total_steps=2048, n_envs=8, n_steps=64, eval_episodes=3, log_every=512),
         "ale": dict(total_steps=512, n_envs=2, n_steps=64, n_minibatches=2, update_epochs=1, lr=2.5e-4,
                     clip_coef=0.1, eval_episodes=1, log_every=256, env_settings={"max_episode_frames": 2000}),
@@ -94,13 +108,13 @@ PPO_PRESETS = {
     "demo": {
         # cleanrl ppo.py on CartPole, with a bigger teacher net and more steps so greedy play holds at 500.
         "classic": dict(total_steps=200_000, n_envs=8, n_steps=256, n_minibatches=4, update_epochs=4, lr=2.5e-4,
-                        log_every=10_000, checkpoint_every=50_000),
+                        log_every=10_000, checkpoint_every=50_000, **CLASSIC_AGENT),
         "minatar": dict(total_steps=3_000_000),
         "ale": dict(total_steps=2_000_000, n_envs=8, n_steps=128, n_minibatches=4, lr=2.5e-4, clip_coef=0.1,
                     life_loss_terminal=True, eval_episodes=10),
     },
     "full": {
-        "classic": dict(total_steps=500_000, n_envs=8, n_steps=256, n_minibatches=4, lr=2.5e-4),
+        "classic": dict(total_steps=500_000, n_envs=8, n_steps=256, n_minibatches=4, lr=2.5e-4, **CLASSIC_AGENT),
         "minatar": dict(total_steps=10_000_000),
         # cleanrl ppo_atari.py: 10M steps, 8 envs x 128, clip 0.1, lr 2.5e-4, a life lost ends the learner's episode.
         "ale": dict(total_steps=10_000_000, n_envs=8, n_steps=128, n_minibatches=4, lr=2.5e-4, clip_coef=0.1,
@@ -143,6 +157,13 @@ def ppo_config(preset: str, env_id: str, **overrides) -> PPOConfig:
     return with_preset(PPOConfig, preset, PPO_PRESETS, family_of(env_id), {"env_id": env_id}, **overrides)
 
 
+def ppo_agent(config: PPOConfig, obs_shape: tuple, n_actions: int, seed: int | None = None):
+    """The actor-critic ``config`` trains: the env family's base net at its width, activation, critic and init."""
+    spec = make_spec(obs_shape, n_actions, width=config.width, value_head=True)
+    spec = replace(spec, activation=config.activation, critic=config.critic)
+    return build(spec, "pi", seed=seed, init=config.init)
+
+
 def restore(run, agent: nn.Module, optimizer: torch.optim.Optimizer,
             rng: np.random.Generator) -> tuple[int, int, float]:
     """Load ``run``'s resume checkpoint into the agent, optimizer and generators (strictly: a checkpoint of another
@@ -165,8 +186,8 @@ class PPOLearner:
     def __init__(self, config: PPOConfig, device: torch.device):
         self.config, self.device = config, device
         self.envs, self.spec = make_env(config.env_id, config.n_envs, config.seed, **config.env_settings)
-        self.net_spec = make_spec(self.spec.obs_shape, self.spec.n_actions, width=config.width, value_head=True)
-        self.agent = build(self.net_spec, "pi", seed=config.seed)
+        self.agent = ppo_agent(config, self.spec.obs_shape, self.spec.n_actions, seed=config.seed)
+        self.net_spec = self.agent.spec
         self.where = place(device, None, self.agent)
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=config.lr, eps=1e-5)
         self.rng = np.random.default_rng(config.seed)
@@ -271,7 +292,7 @@ class PPOLearner:
 
     def policy(self):
         """The actor alone (same trunk and head, no critic): what a run ships."""
-        policy = build(replace(self.net_spec, value_head=False), "pi").to(self.device)
+        policy = build(replace(self.net_spec, value_head=False, critic="head"), "pi").to(self.device)
         policy.load_state_dict({k: v for k, v in self.agent.state_dict().items() if not k.startswith("value.")})
         return policy
 

@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from ..agents.common import finish_run, open_run, progress, saved_config, seed_everything
-from ..agents.ppo import PPOConfig, PPOLearner, ppo_config
+from ..agents.ppo import PPOConfig, PPOLearner, ppo_agent, ppo_config
 from ..config import ConfigError, OnDevice, Preset, check
 from ..envs import EnvSpec
 from ..hardware import resolve_device
-from ..nets import build, make_spec
 from ..runs import Checkpointer, Run
 
 Weighting = Literal["paper", "code"]
@@ -296,7 +295,7 @@ def load_agents(out: str | Path) -> tuple[list, EnvSpec]:
     agents = []
     for i, n in enumerate(NAMES):
         c = learner_config(config, i)
-        agent = build(make_spec(spec.obs_shape, spec.n_actions, width=c.width, value_head=True), "pi")
+        agent = ppo_agent(c, spec.obs_shape, spec.n_actions)
         agent.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v.copy()) for k, v in arrays.items()
                                if k.startswith(f"agent_{n}.")})
         agents.append(agent.eval())
