@@ -98,7 +98,6 @@ def test_compression_figure_draws_the_committed_table_beside_live_students():
     assert len(plots.compression_figure(live).data) == len(fig.data) - len(lines)
 
 
-
 def test_separate_critic_reads_the_observation_not_the_actors_features():
     """cleanrl's classic-control agent: a critic of its own. Changing the actor's trunk moves the logits and leaves
     the values; the critic is not an acting parameter, and the spec says which critic it had (omitted for 'head')."""
