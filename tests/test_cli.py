@@ -130,3 +130,6 @@ def test_console_script_bench_quick_prints_the_ratios():
         assert bench["collector"][env_id]["ratio"] > 0
     assert 0.99 < bench["replay"]["replay_bytes_ratio"] <= 1.1
     assert bench["training"]["MinAtar/Breakout-v1"]["ppo_env_steps_per_s"] > 0
+    vs_cleanrl = bench["atari_ppo_vs_cleanrl"]
+    assert vs_cleanrl["workbench_steps_per_s"] > 0 and vs_cleanrl["cleanrl_style_steps_per_s"] > 0
+    assert vs_cleanrl["ratio"] > 0 and vs_cleanrl["n_envs"] == 8 and vs_cleanrl["n_steps"] == 128

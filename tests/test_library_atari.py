@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from workbench.envs import EnvError, make_env
 
@@ -152,3 +153,23 @@ def test_a_student_of_an_sb3_atari_teacher_learns_under_sb3s_wrappers(tmp_path):
     assert card["env_settings"]["conventions"] == "sb3" and card["teacher_queries"] == 512
     run_config = json.loads((tmp_path / "student" / "config.json").read_text())
     assert run_config["overlap"] is False
+
+
+def test_the_cleanrl_reference_loop_plays_cleanrls_frames_and_learns():
+    """The loop `workbench bench` compares PPO teacher training with: its envs give the frames of cleanrl's chain
+    (env i seeded seed + i, as a gymnasium vector env seeds them), and an update moves every layer."""
+    from workbench.imports import cleanrl_atari_env
+    from workbench.reference import CleanrlStylePPO
+
+    ref = CleanrlStylePPO("Breakout", n_envs=2, n_steps=16, n_minibatches=2, update_epochs=1, seed=3)
+    before = [p.detach().clone() for p in ref.params]
+    ref.collect()
+    assert ref.global_step == 32
+    for i in range(2):
+        env, _ = cleanrl_atari_env("BreakoutNoFrameskip-v4")
+        np.testing.assert_array_equal(ref.b["obs"][0][i].numpy(), np.asarray(env.reset(seed=3 + i)[0]))
+        env.close()
+    assert ref.b["obs"].shape == (16, 2, 4, 84, 84) and ref.b["obs"].float().std() > 0
+    assert np.isfinite(ref.learn())
+    assert all(not torch.equal(a, b) for a, b in zip(before, ref.params))
+    ref.close()

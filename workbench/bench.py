@@ -262,6 +262,40 @@ def nature_cnn_layout_ratio(batch_size: int = 256, chunks: int = 6, chunk: int =
             "batch_size": batch_size, "target": "> 1 (the layout Policy uses is the faster one)"}
 
 
+def cleanrl_training_ratio(env_id: str = "ALE/Breakout-v5", chunks: int = 4, device=None, seed: int = 0) -> dict:
+    """Env steps/s of the workbench's PPO teacher training on Atari (``PPOLearner`` at the ale demo preset: cleanrl's
+    settings, 8 envs x 128 steps, 4 epochs of 4 minibatches) over cleanrl's ``ppo_atari.py`` loop on the same settings
+    (:class:`workbench.reference.CleanrlStylePPO`: gymnasium's SyncVectorEnv behind SB3's Atari wrappers), one rollout
+    and one update per chunk, alternating in ABBA order in this process: the same cores, torch threads and device."""
+    import torch
+
+    from .agents.ppo import PPOLearner, ppo_config
+    from .reference import CleanrlStylePPO
+
+    device = resolve_device(device)
+    config = ppo_config("demo", env_id, seed=seed, total_steps=10**9, device=str(device))
+    learner = PPOLearner(config, device)
+    learner.start()
+    reference = CleanrlStylePPO(env_id.removeprefix("ALE/").split("-v")[0], config.n_envs, config.n_steps,
+                                config.n_minibatches, config.update_epochs, config.lr, config.clip_coef, seed, device)
+
+    def workbench():
+        learner.collect()
+        learner.learn()
+        return learner.batch_size
+
+    def cleanrl():
+        reference.collect()
+        reference.learn()
+        return config.n_envs * config.n_steps
+
+    out = _interleaved({"workbench": workbench, "cleanrl_style": cleanrl}, chunks)
+    learner.envs.close()
+    reference.close()
+    return out | {"env_id": env_id, "n_envs": config.n_envs, "n_steps": config.n_steps, "device": str(device),
+                  "torch_threads": torch.get_num_threads(), "env_threads": env_threads(config.n_envs), "target": ">= 1 (at least as fast per core as cleanrl)"}
+
+
 def run_bench(quick: bool = False, device: str = "auto") -> dict:
     """Every ratio, measured on this machine and ``device``; ``quick`` makes each measurement smaller (CI)."""
     device = resolve_device(device)
@@ -284,4 +318,5 @@ def run_bench(quick: bool = False, device: str = "auto") -> dict:
     }}
     out["distill_updates"] = distill_updates_ratio(updates=200 * scale, device=device)
     out["nature_cnn_layout"] = nature_cnn_layout_ratio(batch_size=64 if quick else 256)
+    out["atari_ppo_vs_cleanrl"] = cleanrl_training_ratio(chunks=1 if quick else 4, device=device)
     return out

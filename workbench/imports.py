@@ -663,26 +663,35 @@ class _SB3Game:
         self.venv.close()
 
 
-class _CleanrlGame:
-    """One whole game in the wrappers of cleanrl's Atari scripts: ``RecordEpisodeStatistics``, SB3's
+def cleanrl_atari_env(env_id: str):
+    """One ``*NoFrameskip-v4`` game in the wrappers of cleanrl's Atari scripts: ``RecordEpisodeStatistics``, SB3's
     ``NoopResetEnv(30)``, ``MaxAndSkipEnv(4)``, ``EpisodicLifeEnv``, ``FireResetEnv``, ``ClipRewardEnv``, then a
     resize to 84x84 (``cv2.INTER_AREA``), OpenCV's gray and a 4-frame stack that starts from copies of the first
-    frame; reset at every lost life, as cleanrl's vector env does, until the statistics report the game."""
+    frame. Returns (the stack, its ``RecordEpisodeStatistics``); not reset."""
+    import ale_py
+    import cv2
+    import gymnasium as gym
+    from stable_baselines3.common.atari_wrappers import (ClipRewardEnv, EpisodicLifeEnv, FireResetEnv,
+                                                         MaxAndSkipEnv, NoopResetEnv)
+
+    gym.register_envs(ale_py)
+    stats = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))
+    env = MaxAndSkipEnv(NoopResetEnv(stats, noop_max=30), skip=4)
+    env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireResetEnv(env)
+    env = gym.wrappers.ResizeObservation(ClipRewardEnv(env), (84, 84))
+    env = gym.wrappers.TransformObservation(env, lambda o: cv2.cvtColor(o, cv2.COLOR_RGB2GRAY),
+                                            gym.spaces.Box(0, 255, (84, 84), np.uint8))
+    return gym.wrappers.FrameStackObservation(env, 4), stats
+
+
+class _CleanrlGame:
+    """One whole game in :func:`cleanrl_atari_env`, reset at every lost life, as cleanrl's vector env does, until
+    the statistics report the game."""
 
     def __init__(self, env_id: str, seed: int):
-        import cv2
-        import gymnasium as gym
-        from stable_baselines3.common.atari_wrappers import (ClipRewardEnv, EpisodicLifeEnv, FireResetEnv,
-                                                             MaxAndSkipEnv, NoopResetEnv)
-
-        env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))
-        self.stats = env
-        env = MaxAndSkipEnv(NoopResetEnv(env, noop_max=30), skip=4)
-        env = ClipRewardEnv(FireResetEnv(EpisodicLifeEnv(env)))
-        env = gym.wrappers.ResizeObservation(env, (84, 84))
-        env = gym.wrappers.TransformObservation(env, lambda o: cv2.cvtColor(o, cv2.COLOR_RGB2GRAY),
-                                                gym.spaces.Box(0, 255, (84, 84), np.uint8))
-        self.env = gym.wrappers.FrameStackObservation(env, 4)
+        self.env, self.stats = cleanrl_atari_env(env_id)
         self.first = np.asarray(self.env.reset(seed=seed)[0])
         self.counted = 0.0
 
