@@ -6,6 +6,7 @@ run again.
 
     python scripts/dual_bench.py --out runs/dual-bench --envs CartPole-v1 Acrobot-v1 --steps 100000
     python scripts/dual_bench.py --out runs/dual-bench --table
+    python scripts/dual_bench.py --out runs/dual-bench --table runs/a/results.csv runs/b/results.csv  # several
 
 A big and a small learner (``--width-b 0.25``: learner b at a quarter of a's width) runs the pair conditions
 (independent, paper, code) in folders of their own, and the table gives each learner of such a pair apart.
@@ -114,14 +115,16 @@ def main() -> None:
     p.add_argument("--width-b", type=float, default=1.0,
                    help="learner b's width (a's is 1): below 1, a big and a small learner; pair conditions only")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--table", action="store_true", help="print the table of the rows so far and stop")
+    p.add_argument("--table", nargs="*", metavar="CSV", default=None,
+                   help="print the table of the rows so far and stop; with CSV files, of their rows together (runs "
+                        "split over processes, each with its own --out)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.csv"
     rows = list(csv.DictReader(open(path))) if path.exists() else []
-    if a.table:
-        table(rows)
+    if a.table is not None:
+        table([r for f in a.table for r in csv.DictReader(open(f))] if a.table else rows)
         return
     set_threads(a.threads)
     conditions = [c for c in a.conditions if a.width_b == 1.0 or c != "single"]
