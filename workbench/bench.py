@@ -293,7 +293,8 @@ def cleanrl_training_ratio(env_id: str = "ALE/Breakout-v5", chunks: int = 4, dev
     learner.envs.close()
     reference.close()
     return out | {"env_id": env_id, "n_envs": config.n_envs, "n_steps": config.n_steps, "device": str(device),
-                  "torch_threads": torch.get_num_threads(), "env_threads": env_threads(config.n_envs), "target": ">= 1 (at least as fast per core as cleanrl)"}
+                  "torch_threads": torch.get_num_threads(), "env_threads": env_threads(config.n_envs),
+                  "target": ">= 1 (at least as fast per core as cleanrl)"}
 
 
 def run_bench(quick: bool = False, device: str = "auto") -> dict:
