@@ -319,5 +319,10 @@ def run_bench(quick: bool = False, device: str = "auto") -> dict:
     }}
     out["distill_updates"] = distill_updates_ratio(updates=200 * scale, device=device)
     out["nature_cnn_layout"] = nature_cnn_layout_ratio(batch_size=64 if quick else 256)
-    out["atari_ppo_vs_cleanrl"] = cleanrl_training_ratio(chunks=1 if quick else 4, device=device)
+    import importlib.util
+
+    out["atari_ppo_vs_cleanrl"] = (  # cleanrl's wrapper chain is SB3's wrappers
+        cleanrl_training_ratio(chunks=1 if quick else 4, device=device)
+        if importlib.util.find_spec("stable_baselines3") else
+        {"skipped": "needs Stable-Baselines3's Atari wrappers: pip install -e '.[sb3]' (make venv does)"})
     return out
