@@ -17,34 +17,39 @@ from .hardware import env_threads
 from .memory import ReplayMemory
 
 
-def restarted(info: dict, done: np.ndarray) -> np.ndarray | None:
+def restarted(info: dict, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray | None:
     """Where an env began a fresh frame stack without ending its episode (a lost life under SB3's or cleanrl's Atari
     wrappers, which say so in ``info["life_lost"]``); None where none did."""
     lost = info.get("life_lost")
-    return None if lost is None else np.asarray(lost, dtype=bool) & ~done
+    return None if lost is None else np.asarray(lost, dtype=bool) & ~(terminated | truncated)
 
 
 class Collector:
-    def __init__(self, envs, spec: EnvSpec, memory: ReplayMemory, obs: np.ndarray, clip_rewards: bool | None = None):
-        self.envs, self.spec, self.memory, self.obs = envs, spec, memory, obs
+    def __init__(self, envs, spec: EnvSpec, memory: ReplayMemory, obs: np.ndarray, clip_rewards: bool | None = None,
+                 defer: bool = True):
+        """``defer``: let the memory write steps in runs (``ReplayMemory.add``); False writes each as it comes."""
+        self.envs, self.spec, self.memory, self.obs, self.defer = envs, spec, memory, obs, defer
         self.clip = bool(spec.settings.get("reward_clipping")) if clip_rewards is None else clip_rewards
         self.tracker = EpisodeTracker(envs.num_envs)
         self.steps = 0
 
     def step(self, act: Callable[[np.ndarray], np.ndarray],
              extras: Callable[[np.ndarray], dict] | None = None) -> list[tuple[float, int]]:
-        """Act once in every env, store the transitions; returns (return, length) of episodes that ended."""
+        """Act once in every env, store the transitions; returns (return, length) of episodes that ended.
+
+        A step costs the env's step and a handful of calls (MinAtar's steps take microseconds): its writes wait in
+        the memory (``defer``) until a run of them is written at once, or something reads the memory."""
         obs = self.obs
-        action = act(obs)
-        stored = extras(obs) if extras else None
+        action = np.asarray(act(obs))
+        stored = dict(extras(obs)) if extras else None  # a copy: the caller may reuse its dict per call
         next_obs, reward, term, trunc, info = self.envs.step(action)
-        done = term | trunc
-        # Learners see clipped rewards where the env family asks for it; returns stay the real score.
-        self.memory.add(obs, action, np.sign(reward) if self.clip else reward, term, trunc,
-                        final_obs(next_obs, done, info), stored, restart=restarted(info, done))
+        # Learners see clipped rewards where the env family asks for it; returns stay the real score. Where an episode
+        # ended, next_obs holds the next one's first observation and info["final_obs"] the terminal one.
+        self.memory.add(obs, action, np.sign(reward) if self.clip else reward, term, trunc, next_obs, stored,
+                        restart=restarted(info, term, trunc), defer=self.defer, final_obs=info.get("final_obs"))
         self.obs = next_obs
         self.steps += self.envs.num_envs
-        return self.tracker.update(reward, done)
+        return self.tracker.update(reward, term, truncated=trunc)
 
     def close(self) -> None:
         self.envs.close()

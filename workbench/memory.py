@@ -73,70 +73,184 @@ class ReplayMemory:
         for a in [self.frames, *self.extras.values()]:
             a.reshape(-1)[::max(1, 4096 // a.itemsize)] = 0
         self._rows = np.arange(n_envs, dtype=np.int64) * self.per_env  # flat index of each stream's entry 0
-        self.head = np.zeros(n_envs, dtype=np.int64)      # next entry to write, per stream
-        self.written = np.zeros(n_envs, dtype=np.int64)   # entries written so far, per stream
+        self._head = np.zeros(n_envs, dtype=np.int64)     # next entry to write, per stream
+        self._written = np.zeros(n_envs, dtype=np.int64)  # entries written so far, per stream
+        self._stage: dict | None = None                   # steps added with defer=True, not yet written
+        # A run of k steps takes at most 2k entries of a stream: fewer than it holds, so none overwrites another.
+        self._flush_at = max(1, min(self.FLUSH_STEPS, (self.per_env - 1) // 2))
         self._current = np.zeros(n_envs, dtype=bool)      # the stream's newest entry is the obs we act from
         self.mirror: torch.device | None = None          # where a copy of frames and extras lives (keep_on)
         self._frames_t: torch.Tensor | None = None
         self._extras_t: dict[str, torch.Tensor] = {}
 
     # -- writing -------------------------------------------------------------------------------------------
-    # Writes go through flat (1-D) indices into [n_envs * per_env] views: one index array per write instead of two,
-    # which keeps the collector within 10% of the bare env on MinAtar, whose steps take microseconds
-    # (`workbench bench` -> collector).
-    def _write_frames(self, envs: np.ndarray | None, obs: np.ndarray, first: bool) -> None:
-        """The newest frame of each obs as a new entry of streams ``envs`` (None: every stream)."""
-        h = self.head if envs is None else self.head[envs]
-        flat = (self._rows if envs is None else self._rows[envs]) + h
-        frames = self._flat(self.frames)
-        frames[flat] = obs[:, -1] if self.stack > 1 else obs
-        if self.mirror is not None:
-            self._frames_t[to_device(flat, self.mirror)] = to_device(frames[flat], self.mirror)
-        self._flat(self.first)[flat] = first
-        self._flat(self.has_tr)[flat] = False
-        if envs is None:
-            self.head += 1
-            self.head[self.head == self.per_env] = 0
-            self.written += 1
-        else:
-            self.head[envs] = (h + 1) % self.per_env
-            self.written[envs] += 1
+    # A MinAtar vector step takes 100-250 us here and each numpy call a few us, so a step's own writes (a dozen index
+    # operations into each stream's ring) would cost the collector a third of its speed (`workbench bench` ->
+    # collector). ``add(..., defer=True)`` copies the step into a small staging buffer instead (one plain row copy per
+    # field, while the env's arrays are still in cache) and writes a run of steps with one set of vectorised index
+    # operations: when the buffer is full, or before anything reads the memory (every read method flushes, as do the
+    # ``head`` and ``written`` properties). Eager and deferred writes leave the same arrays (tests).
+    FLUSH_STEPS = 128
+
+    @property
+    def head(self) -> np.ndarray:
+        """Next entry to write, per stream."""
+        self.flush()
+        return self._head
+
+    @property
+    def written(self) -> np.ndarray:
+        """Entries written so far, per stream."""
+        self.flush()
+        return self._written
 
     def add(self, obs, action, reward, terminated, truncated, next_obs, extras: dict | None = None,
-            streams: slice | None = None, restart: np.ndarray | None = None) -> None:
+            streams: slice | None = None, restart: np.ndarray | None = None, defer: bool = False,
+            final_obs=None) -> None:
         """One vector step: ``next_obs`` is the true next observation (the terminal one where done). ``streams``: the
         step of some envs only (a slice of the streams: half the envs, stepped while the other half waits).
         ``restart``: where the env began a fresh frame stack at ``next_obs`` within the episode (a lost life under
-        SB3's or cleanrl's wrappers)."""
-        envs = None if streams is None else np.arange(self.n_envs)[streams]
-        current = self._current if envs is None else self._current[envs]
-        if not current.all():
-            fresh = np.flatnonzero(~current)
-            self._write_frames(fresh if envs is None else envs[fresh], np.asarray(obs)[fresh], first=True)
-        rows, head = (self._rows, self.head) if envs is None else (self._rows[envs], self.head[envs])
-        flat = rows + (head - 1) % self.per_env
-        self._flat(self.action)[flat] = action
-        self._flat(self.reward)[flat] = reward
-        self._flat(self.terminated)[flat] = terminated
-        self._flat(self.has_tr)[flat] = True
-        for k, arr in (extras or {}).items():
-            self._flat(self.extras[k])[flat] = arr
+        SB3's or cleanrl's Atari wrappers). ``defer``: the step may be written later, with others (see above).
+        ``final_obs``: where an episode ended, ``next_obs`` may hold the next episode's first observation and
+        ``final_obs[env]`` the terminal one (a vector env's ``info["final_obs"]``), so the caller need not merge
+        them."""
+        if streams is not None or not defer:
+            self.flush()
+            envs = None if streams is None else np.arange(self.n_envs)[streams]
+            one = lambda x: np.asarray(x)[None]  # noqa: E731
+            self._write_steps(envs, self._newest(np.asarray(obs)), one(action), one(reward), one(terminated),
+                              one(truncated), one(self._newest(np.asarray(next_obs))),
+                              {k: one(v) for k, v in (extras or {}).items()},
+                              None if restart is None else one(restart), None if final_obs is None else
+                              self._finals(final_obs, np.logical_or(terminated, truncated)))
+            return
+        st = self._stage
+        if st is None:
+            st = self._stage = self._staging(action, reward, next_obs, extras)
+        i = st["k"]
+        if i == 0:
+            st["obs0"] = self._newest(np.asarray(obs)).copy()
+        st["action"][i], st["reward"][i], st["term"][i], st["trunc"][i] = action, reward, terminated, truncated
+        st["next"][i] = self._newest(next_obs)
+        for key, v in (extras or {}).items():
+            st["extras"][key][i] = v
+        if final_obs is not None:  # the terminal frames, copied while they are in cache
+            self._copy_finals(st["has_final"][i], st["final"][i], final_obs, np.logical_or(terminated, truncated))
+            st["finals"] = True
+        if restart is not None:
+            st["restart"][i] = restart
+            st["restarts"] = True
+        st["k"] = i + 1
+        if i + 1 == len(st["action"]):
+            self.flush()
+
+    def _staging(self, action, reward, next_obs, extras) -> dict:
+        k, m = self._flush_at, self.n_envs
+        field = lambda x: np.zeros((k,) + np.shape(x), dtype=np.asarray(x).dtype)  # noqa: E731
+        return {"k": 0, "action": field(action), "reward": field(reward), "term": np.zeros((k, m), bool),
+                "trunc": np.zeros((k, m), bool), "next": field(self._newest(np.asarray(next_obs))),
+                "restart": np.zeros((k, m), bool), "final": field(self._newest(np.asarray(next_obs))),
+                "has_final": np.zeros((k, m), bool),
+                "extras": {key: field(v) for key, v in (extras or {}).items()}, "finals": False, "restarts": False,
+                "obs0": None}
+
+    def _newest(self, obs: np.ndarray) -> np.ndarray:
+        """The newest frame of each observation [m, ...] (a frame stack's last)."""
+        return obs[:, -1] if self.stack > 1 else obs
+
+    def _copy_finals(self, where: np.ndarray, frames: np.ndarray, final_obs, ended: np.ndarray) -> None:
+        """The newest frame of each ended env's ``final_obs`` into ``frames`` [m, ...], marked in ``where`` [m]."""
+        for e in np.flatnonzero(ended).tolist():
+            frames[e] = final_obs[e][-1] if self.stack > 1 else final_obs[e]
+            where[e] = True
+
+    def _finals(self, final_obs, ended: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step's ``final_obs`` as ``_write_steps`` takes it: ([1, m] where, [1, m, ...] newest frames)."""
+        where = np.zeros((1, len(ended)), dtype=bool)
+        frames = np.zeros((1, len(ended)) + self.frame_shape, dtype=self.frames.dtype)
+        self._copy_finals(where[0], frames[0], final_obs, ended)
+        return where, frames
+
+    def flush(self) -> None:
+        """Write the steps that ``add(..., defer=True)`` keeps waiting."""
+        st = self._stage
+        if st is None or not st["k"]:
+            return
+        k = st["k"]
+        self._write_steps(None, st["obs0"], st["action"][:k], st["reward"][:k], st["term"][:k], st["trunc"][:k],
+                          st["next"][:k], {key: v[:k] for key, v in st["extras"].items()},
+                          st["restart"][:k] if st["restarts"] else None,
+                          (st["has_final"][:k], st["final"][:k]) if st["finals"] else None)
+        if st["restarts"]:
+            st["restart"][:k] = False
+        if st["finals"]:
+            st["has_final"][:k] = False
+        st["k"], st["finals"], st["restarts"], st["obs0"] = 0, False, False, None
+
+    def _write_steps(self, envs: np.ndarray | None, obs0: np.ndarray, action: np.ndarray, reward: np.ndarray,
+                     term: np.ndarray, trunc: np.ndarray, next_frames: np.ndarray, extras: dict,
+                     restart: np.ndarray | None, finals: tuple | None) -> None:
+        """k consecutive vector steps of streams ``envs`` (None: every stream): the newest frame of the first step's
+        obs [m, ...], then [k, m, ...] arrays of what :meth:`add` takes (only the newest frame of each next obs), and
+        ``finals`` None or ([k, m] where a terminal frame replaces the next obs's, [k, m, ...] those frames).
+
+        Per stream, a step writes the frame it acted from as a new entry where the stream has no current observation
+        (after a done, or at the start), the transition at the entry of that frame, and its next frame as the entry
+        after it. Over k steps the entries of step i are therefore offset by i plus the fresh frames before it."""
+        k = len(action)
+        rows, h0 = (self._rows, self._head) if envs is None else (self._rows[envs], self._head[envs])
+        cur0 = self._current if envs is None else self._current[envs]
+        ended = term | trunc
+        fresh = np.empty(ended.shape, dtype=bool)      # the step's obs needs an entry of its own
+        fresh[0] = ~cur0
+        fresh[1:] = ended[:-1]
+        offset = np.arange(k)[:, None] + np.cumsum(fresh, axis=0)
+        at = rows + (h0 + offset - 1) % self.per_env   # [k, m] flat entry of each step's obs and transition
+        nxt = rows + (h0 + offset) % self.per_env      # [k, m] flat entry of each step's next obs
+        frames, first, has_tr = self._flat(self.frames), self._flat(self.first), self._flat(self.has_tr)
+        first[nxt] = False
+        has_tr[nxt] = False
+        frames[nxt] = next_frames
+        written = [nxt.reshape(-1)]
+        if fresh.any():  # a step's obs is the step before's next obs as the env returned it (a reset one after a done)
+            i, e = np.nonzero(fresh)
+            later = i > 0
+            obs = next_frames[i[later] - 1, e[later]]
+            if not later.all():
+                obs = np.concatenate([obs0[e[~later]], obs])
+                i, e = np.concatenate([i[~later], i[later]]), np.concatenate([e[~later], e[later]])
+            frames[at[i, e]] = obs
+            first[at[i, e]] = True
+            written.append(at[i, e])
+        if finals is not None:  # the terminal frames over the next episodes' first ones
+            frames[nxt[finals[0]]] = finals[1][finals[0]]
+        self._flat(self.action)[at] = action
+        self._flat(self.reward)[at] = reward
+        self._flat(self.terminated)[at] = term
+        has_tr[at] = True
+        for key, values in extras.items():
+            self._flat(self.extras[key])[at] = values
             if self.mirror is not None:
-                self._extras_t[k][to_device(flat, self.mirror)] = to_device(self._flat(self.extras[k])[flat],
-                                                                            self.mirror)
-        self._write_frames(envs, np.asarray(next_obs), first=False)
-        if restart is not None and np.any(restart):
-            written = (self.head if envs is None else self.head[envs]) - 1  # the entries next_obs just went to
-            self._flat(self.first)[(rows + written % self.per_env)[np.asarray(restart, dtype=bool)]] = True
-        # After a done the terminal entry stays transition-free; the reset obs starts a new episode.
-        ended = np.logical_or(terminated, truncated)
+                self._extras_t[key][to_device(at.reshape(-1), self.mirror)] = to_device(
+                    self._flat(self.extras[key])[at.reshape(-1)], self.mirror)
+        if restart is not None:
+            first[nxt[np.asarray(restart, dtype=bool)]] = True
+        if self.mirror is not None:
+            flat = np.concatenate(written)
+            self._frames_t[to_device(flat, self.mirror)] = to_device(frames[flat], self.mirror)
+        used = offset[-1] + 1   # entries per stream: the k next frames and the fresh ones
         if envs is None:
-            self._current = ~ended
+            self._head = (h0 + used) % self.per_env
+            self._written += used
+            self._current = ~ended[-1]
         else:
-            self._current[envs] = ~ended
+            self._head[envs] = (h0 + used) % self.per_env
+            self._written[envs] += used
+            self._current[envs] = ~ended[-1]
 
     def set_extras(self, key: str, env_idx: np.ndarray, entry_idx: np.ndarray, values: np.ndarray) -> None:
         """Overwrite stored extras (e.g. refreshed teacher outputs) at positions from :meth:`sample_indices`."""
+        self.flush()
         self.extras[key][env_idx, entry_idx] = values
         if self.mirror is not None:
             self._extras_t[key][to_device(env_idx * self.per_env + entry_idx, self.mirror)] = to_device(
@@ -147,6 +261,7 @@ class ReplayMemory:
         """Mirror frames and extras on ``device`` (a GPU, when ``hardware.memory_on_device`` says they fit):
         ``sample_states`` then gathers its minibatches there, and only each step's new frames cross the bus. The
         numpy arrays stay the memory of record (checkpoints are written from them, so they stay device-free)."""
+        self.flush()
         self.mirror = torch.device(device)
         self._refresh_mirror()
 
@@ -174,6 +289,7 @@ class ReplayMemory:
 
     # -- reading -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
+        self.flush()
         return int(self.has_tr.sum())
 
     def nbytes(self) -> int:
@@ -184,17 +300,18 @@ class ReplayMemory:
         ok = self.has_tr.reshape(-1).take(e * self.per_env + j)
         if self.stack == 1:
             return ok
-        full = self.written[e] > self.per_env
+        full = self._written[e] > self.per_env
         # The oldest stack-1 entries of a full stream may be stacked over data already overwritten.
-        age = (j - self.head[e]) % self.per_env
+        age = (j - self._head[e]) % self.per_env
         return ok & ~(full & (age < self.stack - 1))
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Uniform over stored transitions: (stream index, entry index), each [B]."""
-        if self.written.max() < 2:  # not len(self): that sums a flag per entry, 1M of them at full scale
+        self.flush()
+        if self._written.max() < 2:  # not len(self): that sums a flag per entry, 1M of them at full scale
             raise ValueError("the memory is empty: collect before sampling")
         e_out, j_out, need = [], [], batch_size
-        filled = np.minimum(self.written, self.per_env)
+        filled = np.minimum(self._written, self.per_env)
         while need > 0:
             # One uniform draw for both indices, and an over-draw so that one pass nearly always suffices:
             # at most one entry in (episode length + 1) per stream has no transition.
@@ -211,6 +328,7 @@ class ReplayMemory:
 
     def stacked(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Observations [B, *obs_shape] ending at entries j of streams e."""
+        self.flush()
         if self.stack == 1:
             return self._flat(self.frames).take(e * self.per_env + j, axis=0)
         out = np.zeros((len(e), self.stack) + self.frame_shape, dtype=self.frames.dtype)
@@ -253,8 +371,9 @@ class ReplayMemory:
 
     # -- resume --------------------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
+        self.flush()
         arrays = dict(frames=self.frames, action=self.action, reward=self.reward, terminated=self.terminated,
-                      first=self.first, has_tr=self.has_tr, head=self.head, written=self.written)
+                      first=self.first, has_tr=self.has_tr, head=self._head, written=self._written)
         arrays.update({f"extra.{k}": v for k, v in self.extras.items()})
         return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
 
