@@ -41,8 +41,10 @@ echo "{\"part\": \"bench\", \"rc\": $?, \"seconds\": $((SECONDS - t0)), \"file\"
 
 t0=$SECONDS
 rm -rf "$OUT/student"
-# The demo recipe's updates per env step (0.5 per vector step of 8 envs), whatever the number of envs.
-N_ENVS=${N_ENVS:-64}
+# The demo recipe's updates per env step (0.5 per vector step of 8 envs), whatever the number of envs. 256 envs, two
+# overlapped halves of 128: the prototype ran 2 x 64 envs at 13,604 steps/s (800k in 59 s) and 2 x 128 at 18,640
+# (43 s) on 16 cores (../shared/DEVICE.md); the workbench's loop does more per step than the prototype's.
+N_ENVS=${N_ENVS:-256}
 UPS=$("$PY" -c "print(0.5 * $N_ENVS / 8)")
 timeout "${LIMIT_STUDENT:-180}" "$PY" -m workbench distill --teacher atari-breakout --preset-net net3 --tau 1 \
   --total-steps "$STEPS" --n-envs "$N_ENVS" --updates-per-step "$UPS" --memory-size "${MEMORY:-400000}" \

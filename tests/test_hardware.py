@@ -181,6 +181,93 @@ def dataclasses_replace(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
+def _labelled_memory(n_envs: int = 4, steps: int = 300):
+    """A MinAtar Breakout memory of the shipped teacher's play, each state labelled with its logits."""
+    from workbench.collect import Collector
+    from workbench.distill.engine import collect_step, load_teacher
+
+    teacher, _, spec = load_teacher(TEACHER)
+    envs, _ = make_env(spec.env_id, n_envs, 0)
+    memory = ReplayMemory(4 * steps, spec.obs_shape, spec.obs_dtype, n_envs, 1,
+                          extras={"teacher": ((spec.n_actions,), np.float32)})
+    collector = Collector(envs, spec, memory, envs.reset(seed=0)[0])
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        collect_step(collector, teacher, rng, epsilon=0.0)
+    return teacher, memory
+
+
+def _student(teacher, device="cpu"):
+    from workbench.distill.engine import make_optimizer
+    from workbench.nets import build, preset_spec
+
+    student = build(preset_spec("net3", teacher.spec), "pi", seed=3).to(device)
+    return student, make_optimizer(student, 1e-3)
+
+
+def test_the_updater_takes_the_steps_student_update_takes_and_reads_the_losses_at_once():
+    from workbench.distill.engine import StudentUpdater, student_update
+    from workbench.distill.losses import get_loss
+
+    teacher, memory = _labelled_memory()
+    loss_fn = get_loss("kl", 1.0)
+    (a, opt_a), (b, opt_b) = _student(teacher), _student(teacher)
+    updater = StudentUpdater(b, opt_b, loss_fn, 64)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    losses = [student_update(a, opt_a, loss_fn, memory, 64, rng_a) for _ in range(12)]
+    for _ in range(12):
+        updater(memory, rng_b)
+    assert updater.take_losses() == losses and updater.take_losses() == []
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert losses[-1] < losses[0]  # it learns
+
+
+def test_an_optimizer_saved_capturable_on_a_gpu_loads_and_steps_on_a_cpu():
+    from workbench.distill.losses import get_loss
+    from workbench.runs import load_optimizer_arrays, optimizer_arrays
+
+    teacher, memory = _labelled_memory(steps=100)
+    student, opt = _student(teacher)
+    loss_fn = get_loss("kl", 1.0)
+    obs, extras = memory.sample_states(32, np.random.default_rng(0))
+    for _ in range(2):
+        loss = loss_fn(student.logits(obs), extras["teacher"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    arrays, meta = optimizer_arrays(opt)
+    for group in meta["param_groups"]:  # as a CUDA run's capturable Adam writes it
+        group["capturable"] = True
+    fresh, fresh_opt = _student(teacher)
+    load_optimizer_arrays(fresh_opt, arrays, meta)
+    assert fresh_opt.param_groups[0]["capturable"] is False
+    assert fresh_opt.state_dict()["state"][0]["step"] == 2
+    loss = loss_fn(fresh.logits(obs), extras["teacher"])
+    fresh_opt.zero_grad()
+    loss.backward()
+    fresh_opt.step()  # a capturable Adam would refuse CPU weights here
+    assert fresh_opt.state_dict()["state"][0]["step"] == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/device_check.sh runs it on one)")
+def test_gpu_updates_replayed_as_one_cuda_graph_match_eager_ones():
+    from workbench.distill.engine import StudentUpdater
+    from workbench.distill.losses import get_loss
+
+    teacher, memory = _labelled_memory()
+    memory.keep_on("cuda")
+    loss_fn = get_loss("kl", 1.0)
+    (a, opt_a), (b, opt_b) = _student(teacher, "cuda"), _student(teacher, "cuda")
+    eager, graphed = StudentUpdater(a, opt_a, loss_fn, 64, graph=False), StudentUpdater(b, opt_b, loss_fn, 64)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(20):
+        eager(memory, rng_a)
+        graphed(memory, rng_b)
+    assert graphed.mode == "cuda graph" and eager.mode == "eager"
+    assert np.allclose(graphed.take_losses(), eager.take_losses(), rtol=1e-4, atol=1e-5)
+    assert all(torch.allclose(p, q, rtol=1e-4, atol=1e-5) for p, q in zip(a.parameters(), b.parameters()))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/device_check.sh runs it on one)")
 def test_a_run_on_the_gpu_resumes_on_the_cpu_and_back(tmp_path):
     base = dict(student_net="net3", seed=5, checkpoint_every=512, log_every=512)
@@ -193,6 +280,7 @@ def test_a_run_on_the_gpu_resumes_on_the_cpu_and_back(tmp_path):
     back = distill(distill_config("smoke", TEACHER, total_steps=1_536, device="cuda", **base), tmp_path / "r",
                    resume=True, progress_bar=False)
     assert back["device"].startswith("cuda") and back["updates"] > cpu["updates"] > gpu["updates"]
+    assert gpu["student_updates"] == back["student_updates"] == "cuda graph" and cpu["student_updates"] == "eager"
     # The saved student is device-free: it loads and acts on the CPU.
     from workbench.evaluate import evaluate
     from workbench.runs import load_policy

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .collect import Collector, make_collector
-from .distill.engine import collect_step, load_teacher, student_update
+from .distill.engine import StudentUpdater, collect_step, load_teacher, make_optimizer
 from .distill.losses import get_loss
 from .envs import make_env
 from .hardware import cores, env_threads, machine, memory_on_device, resolve_device
@@ -161,7 +161,8 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
                           seed: int = 0, device=None) -> dict:
     """Updates/s of the distillation loop's update step (sampling from the replay memory included) over a bare
     torch loop that trains the same student on the same batches, pre-made as tensors on the same device, in the
-    same process."""
+    same process. On a CUDA device the loop's step is the run's: one CUDA graph (``engine.StudentUpdater``); the
+    bare loop stays eager, as a user's own loop would be."""
     import torch
 
     device = resolve_device(device)
@@ -182,8 +183,7 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
         memory.keep_on(device)
 
     def fresh():
-        student = build(preset_spec("net3", teacher.spec), "pi", seed=seed).to(device)
-        return student, torch.optim.Adam(student.parameters(), lr=1e-3)
+        return build(preset_spec("net3", teacher.spec), "pi", seed=seed).to(device)
 
     # Same batches for both: drawn with the same generator. The bare loop gets them pre-made as tensors.
     rng0 = np.random.default_rng(seed)
@@ -193,14 +193,18 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     # (this VM's speed drifts by +-20% within seconds). The ratio is the median of the ratios of adjacent
     # chunks, which cancels drift slower than a chunk pair.
     chunk = 20
-    loop_student, loop_opt = fresh()
-    bare_student, bare_opt = fresh()
+    loop_student = fresh()
+    # The loop's updater as a distillation run makes it: on a CUDA device its step is one CUDA graph.
+    loop_update = StudentUpdater(loop_student, make_optimizer(loop_student, 1e-3), loss_fn, batch_size)
+    bare_student = fresh()
+    bare_opt = torch.optim.Adam(bare_student.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
     rates = {"loop": [], "bare": []}
 
     def loop_chunk(start):
         for _ in range(chunk):
-            student_update(loop_student, loop_opt, loss_fn, memory, batch_size, rng)  # samples the memory itself
+            loop_update(memory, rng)  # samples the memory itself
+        loop_update.take_losses()  # and reads its losses, as a run does at each metrics line
 
     def bare_chunk(start):
         for obs_B, extras in batches[start:start + chunk]:
@@ -222,6 +226,7 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     return {"loop_updates_per_s": round(loop_rate, 1), "bare_torch_updates_per_s": round(bare_rate, 1),
             "ratio": round(float(np.median(np.array(rates["loop"]) / np.array(rates["bare"]))), 3),
             "target": ">= 0.9", "batch_size": batch_size, "device": str(device),
+            "loop_updates": loop_update.mode,
             "student": "net3 of " + teacher.spec.family}
 
 

@@ -188,6 +188,9 @@ def load_run_policy(path: str | Path) -> tuple[Policy, str | None, dict]:
 
 
 # -- optimiser state as tensors (no pickles in resume checkpoints either) ----------------------------------
+DEVICE_FLAGS = ("capturable", "foreach", "fused")  # an optimizer's settings that follow the device it runs on
+
+
 def optimizer_arrays(opt: torch.optim.Optimizer, prefix: str = "optim") -> tuple[dict, dict]:
     sd = opt.state_dict()
     arrays = {}
@@ -203,7 +206,11 @@ def load_optimizer_arrays(opt: torch.optim.Optimizer, arrays: dict, meta: dict, 
         if key.startswith(prefix + "."):
             _, idx, k = key.split(".", 2)
             state.setdefault(int(idx), {})[k] = torch.from_numpy(v.copy())
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # How the optimizer runs is this device's, not the file's: a run made capturable on a GPU (its step counts on
+    # the device, for a CUDA graph) resumes on a CPU, and the other way round; torch places the step counts by it.
+    groups = [{**saved, **{k: mine[k] for k in DEVICE_FLAGS if k in mine}}
+              for saved, mine in zip(meta["param_groups"], opt.param_groups)]
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 # -- run folders -------------------------------------------------------------------------------------------

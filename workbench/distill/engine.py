@@ -5,7 +5,8 @@ distillation (and any method after them) share, each written once.
 - acting and labelling: ``label_and_act`` queries the teacher once per state, and ``beta`` picks who acts;
 - held-out measures: ``teacher_states`` (teacher-driven states on other seeds) and ``heldout`` (agreement and KL,
   ``evaluate.agreement``'s one definition, at the temperature the run distils with);
-- the update: ``fit`` (one gradient step) and ``WeightAverage`` (Polyak averaging of the student's weights);
+- the update: ``fit`` (one gradient step), ``StudentUpdater`` (a student's steps on a replay memory, one CUDA
+  graph on a GPU) and ``WeightAverage`` (Polyak averaging of the student's weights);
 - the bookkeeping: ``Schedule`` (when to log, evaluate and checkpoint), ``runs.Checkpointer`` (a run's weights,
   optimizers, memories and RNGs saved and restored by name; the teachers' loops use it too) and ``score_card`` (return, % of teacher by the one
   definition in ``evaluate.pct_of_teacher``).
@@ -133,6 +134,100 @@ def student_update(student, optimizer, loss_fn, memory, batch_size: int, rng: np
     returns the loss."""
     obs_B, extras = memory.sample_states(batch_size, rng, device_of(student))
     return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
+
+
+def make_optimizer(student: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    """The student's Adam; on a CUDA device made capturable (its step count kept on the GPU), so that
+    :class:`StudentUpdater` can capture its step in a CUDA graph. The flag is the device's, not the run's:
+    ``runs.load_optimizer_arrays`` keeps it when a checkpoint made on another device is loaded."""
+    return torch.optim.Adam(student.parameters(), lr=lr, capturable=device_of(student).type == "cuda")
+
+
+class StudentUpdater:
+    """A student's supervised steps on minibatches of a replay memory (what :func:`student_update` does once),
+    with the losses left on the student's device until :meth:`take_losses` reads them, so that a GPU does not wait
+    for the host after each update.
+
+    On a CUDA device the step becomes one CUDA graph: after ``WARMUP`` eager steps (on a side stream, as capture
+    needs), the next step is captured, and each step after it copies its minibatch into the graph's fixed inputs
+    and replays it: the same kernels on the same numbers, without a launch per layer and per weight (on an H200, a
+    net3 KL update of batch 256 runs about 470 times a second eager and 1,675 as one graph). The optimizer must be
+    :func:`make_optimizer`'s. Where a capture fails, the error is shown once and the updates stay eager. On a CPU
+    the steps are :func:`student_update`'s."""
+
+    WARMUP = 3
+
+    def __init__(self, student: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn, batch_size: int,
+                 graph: bool = True):
+        self.student, self.optimizer, self.loss_fn, self.batch_size = student, optimizer, loss_fn, batch_size
+        self.device = device_of(student)
+        self.graph = graph and self.device.type == "cuda"
+        if self.graph and not optimizer.param_groups[0].get("capturable"):
+            raise ValueError("a CUDA graph needs a capturable optimizer: make it with engine.make_optimizer")
+        self.steps = 0
+        self.losses: list[torch.Tensor] = []
+        self._graph = self._inputs = self._loss = None
+        self._stream = torch.cuda.Stream(self.device) if self.graph else None
+
+    def __call__(self, memory, rng: np.random.Generator) -> None:
+        obs_B, extras = memory.sample_states(self.batch_size, rng, self.device)
+        target_BA = extras["teacher"]
+        if self._graph is not None:
+            self._inputs[0].copy_(obs_B)
+            self._inputs[1].copy_(target_BA)
+            self._graph.replay()
+            self.losses.append(self._loss.detach().clone())
+        elif self.graph and self.steps >= self.WARMUP:
+            self._capture(obs_B, target_BA)
+        elif self.graph:  # warm-up: eager, on the side stream that the capture will use
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._stream):
+                self._eager(obs_B, target_BA)
+            torch.cuda.current_stream(self.device).wait_stream(self._stream)
+        else:
+            self._eager(obs_B, target_BA)
+        self.steps += 1
+
+    def _eager(self, obs_B: torch.Tensor, target_BA: torch.Tensor) -> None:
+        loss = self.loss_fn(self.student.logits(obs_B), target_BA)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(loss.detach())
+
+    def _capture(self, obs_B: torch.Tensor, target_BA: torch.Tensor) -> None:
+        """Capture one step on these inputs (capture records, it does not run), then replay it: this step's update."""
+        import warnings
+
+        inputs = (obs_B.clone(), target_BA.clone())
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)  # the gradients are allocated in the graph's pool
+        try:
+            with torch.cuda.graph(graph, stream=self._stream):
+                loss = self.loss_fn(self.student.logits(inputs[0]), inputs[1])
+                loss.backward()
+                self.optimizer.step()
+        except Exception as err:  # noqa: BLE001 - any capture failure: the run goes on eagerly, and says so
+            warnings.warn(f"the student's update could not be captured as a CUDA graph ({err}); it stays eager "
+                          "(slower, same numbers)", RuntimeWarning, stacklevel=3)
+            self.graph = False
+            self.optimizer.zero_grad(set_to_none=True)
+            self._eager(obs_B, target_BA)
+            return
+        self._graph, self._inputs, self._loss = graph, inputs, loss
+        graph.replay()
+        self.losses.append(loss.detach().clone())
+
+    @property
+    def mode(self) -> str:
+        """How the steps run: "cuda graph" once one is captured, else "eager"."""
+        return "cuda graph" if self._graph is not None else "eager"
+
+    def take_losses(self) -> list[float]:
+        """The losses of the updates since the last call (one wait for the device, not one per update)."""
+        out = torch.stack(self.losses).tolist() if self.losses else []
+        self.losses = []
+        return out
 
 
 class WeightAverage:

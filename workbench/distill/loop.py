@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
 
 from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import make_collector
@@ -34,8 +33,8 @@ from ..memory import ReplayMemory, stack_padding
 from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_layers, make_spec, parse_layers,
                     preset_spec, spec_for_fraction, spec_params)
 from ..runs import Checkpointer, read_json, save_policy
-from .engine import (Schedule, WeightAverage, collect_step, default_tau, heldout, load_teacher,
-                     score_card, student_update, teacher_states)
+from .engine import (Schedule, StudentUpdater, WeightAverage, collect_step, default_tau, heldout, load_teacher,
+                     make_optimizer, score_card, teacher_states)
 from .losses import check_actions, get_loss
 
 StudentNet = Literal["teacher", "net1", "net2", "net3", "tiny"]
@@ -312,7 +311,8 @@ class StudentRun:
         self.student = build(s_spec, "pi", seed=config.seed)
         self.where = place(device, memory, self.student)
         self.loss_fn = get_loss(config.loss, config.tau)
-        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.optimizer = make_optimizer(self.student, config.lr)
+        self.updater = StudentUpdater(self.student, self.optimizer, self.loss_fn, config.batch_size)
         self.average = WeightAverage(self.student, config.ema) if config.ema else None
         self.policy = self.average.model if self.average else self.student  # acts, is evaluated and is saved
         self.run = open_run(out, config, env, resume, **self.where, **record)
@@ -354,8 +354,7 @@ class StudentRun:
         self.owed += c.updates_per_step
         while self.owed >= 1:
             self.owed -= 1
-            self.losses.append(student_update(self.student, self.optimizer, self.loss_fn, memory, c.batch_size,
-                                              self.rng))
+            self.updater(memory, self.rng)
             self.updates += 1
             if self.average:
                 self.average.update(self.student)
@@ -373,7 +372,8 @@ class StudentRun:
             return None
         wall = self.wall()
         t_eval = time.time()
-        row = {"losses/distill": float(np.mean(self.losses)) if self.losses else None, "charts/beta": beta,
+        losses = self.losses + self.updater.take_losses()  # a method's own updates, or the updater's
+        row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": beta,
                "charts/updates": self.updates, "charts/teacher_queries": self.queries,
                **{f"heldout/{k}": v for k, v in self.heldout(held).items()}, "wall_seconds": round(wall, 2)}
         if self.average:  # the raw weights beside the average: what averaging buys, on the same held-out states
@@ -433,7 +433,8 @@ class StudentRun:
             "student_net": c.student_net, "net": dataclasses.asdict(self.spec), "kind": "pi",
             "loss": c.loss, "tau": c.tau, "beta": c.beta, "ema": c.ema, "env_steps": self.step,
             "frames": self.step * int(env.settings.get("frameskip", 1)), "updates": self.updates,
-            "teacher_queries": self.queries, "wall_seconds": round(wall, 1), "eval_seed": c.eval_seed, **scores,
+            "teacher_queries": self.queries, "student_updates": self.updater.mode, "wall_seconds": round(wall, 1),
+            "eval_seed": c.eval_seed, **scores,
             "agreement": measures["agreement"], "kl": measures["kl"], "env_settings": env.settings,
             "action_meanings": list(env.action_meanings), **self.where, **self.record,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **unaveraged,
