@@ -40,7 +40,12 @@ timeout "${LIMIT_BENCH:-150}" "$PY" -m workbench bench --quick --device "$DEVICE
 echo "{\"part\": \"bench\", \"rc\": $?, \"seconds\": $((SECONDS - t0)), \"file\": \"bench.json\"}" >> "$FIG"
 
 t0=$SECONDS
-rm -rf "$OUT/student"
+# The run folder lives outside OUT: its checkpoint holds the replay memory (400k Atari frames: 2.8 GB), which is not
+# worth bringing back; its card, config and metrics are copied to OUT/student. One checkpoint, at the end: a
+# checkpoint every 50k steps would write that memory 16 times inside the timed run.
+RUN_DIR=${RUN_DIR:-/tmp/device-check-student}
+rm -rf "$RUN_DIR" "$OUT/student"
+mkdir -p "$OUT/student"
 # The demo recipe's updates per env step (0.5 per vector step of 8 envs), whatever the number of envs. 256 envs, two
 # overlapped halves of 128: the prototype ran 2 x 64 envs at 13,604 steps/s (800k in 59 s) and 2 x 128 at 18,640
 # (43 s) on 16 cores (../shared/DEVICE.md); the workbench's loop does more per step than the prototype's.
@@ -48,9 +53,10 @@ N_ENVS=${N_ENVS:-256}
 UPS=$("$PY" -c "print(0.5 * $N_ENVS / 8)")
 timeout "${LIMIT_STUDENT:-180}" "$PY" -m workbench distill --teacher atari-breakout --preset-net net3 --tau 1 \
   --total-steps "$STEPS" --n-envs "$N_ENVS" --updates-per-step "$UPS" --memory-size "${MEMORY:-400000}" \
-  --eval-episodes 10 --log-every "${LOG_EVERY:-50000}" \
-  --device "$DEVICE" --quiet --out "$OUT/student" > "$OUT/student.json" 2>> "$LOG"
+  --eval-episodes 10 --log-every "${LOG_EVERY:-50000}" --checkpoint-every "$STEPS" \
+  --device "$DEVICE" --quiet --out "$RUN_DIR" > "$OUT/student.json" 2>> "$LOG"
 rc=$?
+cp "$RUN_DIR"/card.json "$RUN_DIR"/config.json "$RUN_DIR"/metrics.jsonl "$OUT/student/" 2>/dev/null
 # Its speed from the last metrics line, also when the time limit cut the run off (rc 124).
 speed=$("$PY" - "$OUT/student/metrics.jsonl" <<'PYEOF'
 import json, sys

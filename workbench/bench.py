@@ -11,7 +11,7 @@ from .collect import Collector, make_collector
 from .distill.engine import StudentUpdater, collect_step, load_teacher, make_optimizer
 from .distill.losses import get_loss
 from .envs import make_env
-from .hardware import cores, env_threads, machine, memory_on_device, resolve_device
+from .hardware import cores, env_threads, machine, memory_on_device, place, resolve_device
 from .memory import ReplayMemory
 from .nets import build, make_spec, preset_spec
 
@@ -77,7 +77,7 @@ def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device,
     import torch
 
     teacher, _, spec = load_teacher(teacher_name)
-    teacher.to(device)
+    place(device, None, teacher)
     rng = np.random.default_rng(0)
 
     def collect(collector, actions):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -135,11 +136,30 @@ def device_of(net: torch.nn.Module) -> torch.device:
     return next(net.parameters()).device
 
 
+_LABEL_STREAMS: dict = {}
+
+
+def label_stream(device: torch.device):
+    """A context in which a teacher's forward passes on ``device`` run on a CUDA stream of their own (a no-op on
+    other devices). The student's updates are queued on the default stream without waiting for them; a label read
+    back on that stream would wait for every update queued before it, and the envs, which need the teacher's
+    actions, with it. On its own stream it waits only for itself, and the GPU runs both at once. The teacher's
+    weights must not change while it labels (a distillation's teacher is fixed; ``place`` waits for them to arrive)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    stream = _LABEL_STREAMS.get(device)
+    if stream is None:
+        stream = _LABEL_STREAMS[device] = torch.cuda.Stream(device)
+    return torch.cuda.stream(stream)
+
+
 def place(device: torch.device, memory=None, *nets: torch.nn.Module) -> dict:
     """Move ``nets`` to ``device`` and mirror ``memory`` there when it fits (``hardware.memory_on_device``); returns
     what a run's config.json and card record about it: the device, the machine, and where the memory lives."""
     for net in nets:
         net.to(device)
+    if nets and device.type == "cuda":  # the weights in place before any stream reads them (``label_stream``)
+        torch.cuda.synchronize(device)
     on_device = memory is not None and memory_on_device(memory.nbytes(), device)
     if on_device:
         memory.keep_on(device)

@@ -22,7 +22,7 @@ import torch
 
 from ..envs import EnvSpec, make_env
 from ..evaluate import EvalResult, agreement, check_fits, pct_of_teacher, random_returns
-from ..hardware import device_of
+from ..hardware import device_of, label_stream
 from ..runs import Run, load_policy, load_run_policy
 from ..teachers import teacher_path
 from ..trace import confusion
@@ -69,7 +69,8 @@ def label_and_act(obs, teacher, rng: np.random.Generator, epsilon: float, studen
     """(actions, teacher outputs) for a batch of states: the teacher is queried once per state, whoever acts.
     Without a student the teacher acts (epsilon-greedy); with one, each env's action is the teacher's with
     probability ``beta``, else the student's (Rusu: beta 1; student-driven: 0; DAgger-style: a schedule)."""
-    t_BA = teacher.logits(obs).cpu()
+    with label_stream(device_of(teacher)):  # on a GPU, not queued behind the student's updates
+        t_BA = teacher.logits(obs).cpu()
     t_act = epsilon_greedy(t_BA.argmax(-1).numpy(), t_BA.shape[-1], epsilon, rng)
     if student is None:
         return t_act, t_BA.numpy()
