@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .collect import Collector, make_collector
-from .distill.engine import StudentUpdater, collect_step, load_teacher, make_optimizer
+from .distill.engine import StudentUpdater, collect_step, load_teacher
 from .distill.losses import get_loss
 from .envs import make_env
 from .hardware import cores, env_threads, machine, memory_on_device, place, resolve_device
@@ -195,7 +195,8 @@ def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300,
     chunk = 20
     loop_student = fresh()
     # The loop's updater as a distillation run makes it: on a CUDA device its step is one CUDA graph.
-    loop_update = StudentUpdater(loop_student, make_optimizer(loop_student, 1e-3), loss_fn, batch_size)
+    loop_update = StudentUpdater(loop_student, torch.optim.Adam(loop_student.parameters(), lr=1e-3), loss_fn,
+                                 batch_size)
     bare_student = fresh()
     bare_opt = torch.optim.Adam(bare_student.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)

@@ -207,9 +207,11 @@ def load_optimizer_arrays(opt: torch.optim.Optimizer, arrays: dict, meta: dict, 
             _, idx, k = key.split(".", 2)
             state.setdefault(int(idx), {})[k] = torch.from_numpy(v.copy())
     # How the optimizer runs is this device's, not the file's: a run made capturable on a GPU (its step counts on
-    # the device, for a CUDA graph) resumes on a CPU, and the other way round; torch places the step counts by it.
+    # the device, for a CUDA graph: ``engine.StudentUpdater``) resumes on a CPU; torch places the step counts by it.
+    saved_groups = meta["param_groups"]
     groups = [{**saved, **{k: mine[k] for k in DEVICE_FLAGS if k in mine}}
-              for saved, mine in zip(meta["param_groups"], opt.param_groups)]
+              for saved, mine in zip(saved_groups, opt.param_groups)]
+    groups += saved_groups[len(groups):]  # a file with more groups: torch's own load refuses it by name
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 

@@ -137,13 +137,6 @@ def student_update(student, optimizer, loss_fn, memory, batch_size: int, rng: np
     return fit(optimizer, loss_fn, student.logits(obs_B), extras["teacher"])
 
 
-def make_optimizer(student: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    """The student's Adam; on a CUDA device made capturable (its step count kept on the GPU), so that
-    :class:`StudentUpdater` can capture its step in a CUDA graph. The flag is the device's, not the run's:
-    ``runs.load_optimizer_arrays`` keeps it when a checkpoint made on another device is loaded."""
-    return torch.optim.Adam(student.parameters(), lr=lr, capturable=device_of(student).type == "cuda")
-
-
 class StudentUpdater:
     """A student's supervised steps on minibatches of a replay memory (what :func:`student_update` does once),
     with the losses left on the student's device until :meth:`take_losses` reads them, so that a GPU does not wait
@@ -152,9 +145,9 @@ class StudentUpdater:
     On a CUDA device the step becomes one CUDA graph: after ``WARMUP`` eager steps (on a side stream, as capture
     needs), the next step is captured, and each step after it copies its minibatch into the graph's fixed inputs
     and replays it: the same kernels on the same numbers, without a launch per layer and per weight (on an H200, a
-    net3 KL update of batch 256 runs about 470 times a second eager and 1,675 as one graph). The optimizer must be
-    :func:`make_optimizer`'s. Where a capture fails, the error is shown once and the updates stay eager. On a CPU
-    the steps are :func:`student_update`'s."""
+    net3 KL update of batch 256 runs about 470 times a second eager and 1,675 as one graph). At the capture the
+    optimizer (an Adam) is made capturable: its step counts move to the device. Where a capture fails, the error is
+    shown once and the updates stay eager. On a CPU the steps are :func:`student_update`'s."""
 
     WARMUP = 3
 
@@ -163,8 +156,6 @@ class StudentUpdater:
         self.student, self.optimizer, self.loss_fn, self.batch_size = student, optimizer, loss_fn, batch_size
         self.device = device_of(student)
         self.graph = graph and self.device.type == "cuda"
-        if self.graph and not optimizer.param_groups[0].get("capturable"):
-            raise ValueError("a CUDA graph needs a capturable optimizer: make it with engine.make_optimizer")
         self.steps = 0
         self.losses: list[torch.Tensor] = []
         self._graph = self._inputs = self._loss = None
@@ -196,22 +187,37 @@ class StudentUpdater:
         self.optimizer.step()
         self.losses.append(loss.detach())
 
+    def _make_capturable(self) -> None:
+        """Adam's step counts on the device, where a graph can count them (``runs.load_optimizer_arrays`` keeps a
+        loading optimizer's own flag, so a checkpoint written after this resumes on a CPU)."""
+        for group in self.optimizer.param_groups:
+            group["capturable"] = True
+            for p in group["params"]:
+                state = self.optimizer.state.get(p, {})
+                if torch.is_tensor(state.get("step")):
+                    state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+
     def _capture(self, obs_B: torch.Tensor, target_BA: torch.Tensor) -> None:
         """Capture one step on these inputs (capture records, it does not run), then replay it: this step's update."""
         import warnings
 
+        self._make_capturable()
         inputs = (obs_B.clone(), target_BA.clone())
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # the gradients are allocated in the graph's pool
         try:
-            with torch.cuda.graph(graph, stream=self._stream):
+            # The outer stream context restores the caller's stream even where a failed capture leaves
+            # ``torch.cuda.graph``'s own stream context unexited.
+            with torch.cuda.stream(self._stream), torch.cuda.graph(graph, stream=self._stream):
                 loss = self.loss_fn(self.student.logits(inputs[0]), inputs[1])
                 loss.backward()
                 self.optimizer.step()
         except Exception as err:  # noqa: BLE001 - any capture failure: the run goes on eagerly, and says so
-            warnings.warn(f"the student's update could not be captured as a CUDA graph ({err}); it stays eager "
+            cause = err.__context__ or err  # a failed capture's end raises too, hiding the first error
+            warnings.warn(f"the student's update could not be captured as a CUDA graph ({cause}); it stays eager "
                           "(slower, same numbers)", RuntimeWarning, stacklevel=3)
             self.graph = False
+            torch.cuda.synchronize(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             self._eager(obs_B, target_BA)
             return

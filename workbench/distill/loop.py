@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
+import torch
 
 from ..agents.common import open_run, progress, resume_seed, resumed_defaults, seed_everything
 from ..collect import make_collector
@@ -34,7 +35,7 @@ from ..nets import (PRESET_FRACTIONS, NetSpec, build, family_for_obs, format_lay
                     preset_spec, spec_for_fraction, spec_params)
 from ..runs import Checkpointer, read_json, save_policy
 from .engine import (Schedule, StudentUpdater, WeightAverage, collect_step, default_tau, heldout, load_teacher,
-                     make_optimizer, score_card, teacher_states)
+                     score_card, teacher_states)
 from .losses import check_actions, get_loss
 
 StudentNet = Literal["teacher", "net1", "net2", "net3", "tiny"]
@@ -311,7 +312,7 @@ class StudentRun:
         self.student = build(s_spec, "pi", seed=config.seed)
         self.where = place(device, memory, self.student)
         self.loss_fn = get_loss(config.loss, config.tau)
-        self.optimizer = make_optimizer(self.student, config.lr)
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.updater = StudentUpdater(self.student, self.optimizer, self.loss_fn, config.batch_size)
         self.average = WeightAverage(self.student, config.ema) if config.ema else None
         self.policy = self.average.model if self.average else self.student  # acts, is evaluated and is saved
