@@ -54,6 +54,11 @@ def test_greedy_act_is_argmax_and_atari_frames_are_scaled():
     # logits() runs the convs channels-last, a different kernel from this plain call: equal up to float rounding
     # (exact equality failed once in CI). A missing /255 would be off by orders of magnitude, not 1e-5.
     assert torch.allclose(net.logits(obs), net.head(net.trunk(obs.float() / 255.0)), rtol=1e-4, atol=1e-5)
+    # Scaled in place only where the float copy is the net's own: frames in float are read, not changed.
+    assert torch.equal(net._input(obs), obs.float() / 255.0)
+    frames = obs.float().contiguous(memory_format=torch.channels_last)
+    kept = frames.clone()
+    assert torch.equal(net._input(frames), kept / 255.0) and torch.equal(frames, kept)
 
 
 def test_bad_specs_fail_clearly():

@@ -173,7 +173,8 @@ class Policy(nn.Module):
             obs_B = obs_B.contiguous(memory_format=torch.channels_last)
         x = obs_B.float()
         if self.spec.obs_scale != 1.0:
-            x = x / self.spec.obs_scale
+            # In place where ``float`` made a copy (frames come as uint8): the same numbers, one allocation fewer.
+            x = x.div_(self.spec.obs_scale) if x is not obs_B else x / self.spec.obs_scale
         return x
 
     def logits(self, obs) -> torch.Tensor:
