@@ -273,7 +273,7 @@ class ReplayMemory:
     def _stacked_on_mirror(self, e: np.ndarray, j: np.ndarray) -> torch.Tensor:
         """:meth:`stacked`, gathered on the mirror: the indices and the episode-start mask are made on the host."""
         if self.stack == 1:
-            return self._frames_t[to_device(e * self.per_env + j, self.mirror)]
+            return self._frames_t.index_select(0, to_device(e * self.per_env + j, self.mirror))
         idx = np.empty((self.stack, len(e)), dtype=np.int64)
         keep = np.empty((self.stack, len(e)), dtype=bool)
         alive = np.ones(len(e), dtype=bool)
@@ -283,7 +283,8 @@ class ReplayMemory:
             if self.pad == "first" and k:  # before the first frame: that frame again
                 idx[k], keep[k] = np.where(alive, idx[k], idx[k - 1]), True
             alive = alive & ~self.first[e, jk]
-        rows = self._frames_t[to_device(idx.reshape(-1), self.mirror)].view((self.stack, len(e)) + self.frame_shape)
+        rows = self._frames_t.index_select(0, to_device(idx.reshape(-1), self.mirror)).view(
+            (self.stack, len(e)) + self.frame_shape)
         rows = rows * to_device(keep, self.mirror).view((self.stack, len(e)) + (1,) * len(self.frame_shape))
         return rows.flip(0).transpose(0, 1).contiguous()
 
@@ -360,7 +361,7 @@ class ReplayMemory:
         flat = e * self.per_env + j
         if self.mirror is not None:
             flat_t = to_device(flat, self.mirror)
-            return self._stacked_on_mirror(e, j), {k: v[flat_t] for k, v in self._extras_t.items()}
+            return self._stacked_on_mirror(e, j), {k: v.index_select(0, flat_t) for k, v in self._extras_t.items()}
         device = torch.device(device)
         return (to_device(self.stacked(e, j), device),
                 {k: to_device(self._flat(v).take(flat, axis=0), device) for k, v in self.extras.items()})
