@@ -130,6 +130,8 @@ def test_console_script_bench_quick_prints_the_ratios():
         assert bench["collector"][env_id]["ratio"] > 0
     assert 0.99 < bench["replay"]["replay_bytes_ratio"] <= 1.1
     assert bench["training"]["MinAtar/Breakout-v1"]["ppo_env_steps_per_s"] > 0
+    for n in ("8", "256"):  # worker processes against one process, at a few envs and at many
+        assert bench["vector_env"][n]["processes_over_sync"] > 0 and bench["vector_env"][n]["n_envs"] == int(n)
     vs_cleanrl = bench["atari_ppo_vs_cleanrl"]
     assert vs_cleanrl["workbench_steps_per_s"] > 0 and vs_cleanrl["cleanrl_style_steps_per_s"] > 0
     assert vs_cleanrl["ratio"] > 0 and vs_cleanrl["n_envs"] == 8 and vs_cleanrl["n_steps"] == 128

@@ -129,3 +129,67 @@ def test_minatar_seeded_reset_repeats_the_episode_with_sticky_actions(env_id):
         second = _rollout(venv.reset, venv.step, actions, seed)
         assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     venv.close()
+
+
+@pytest.mark.parametrize("env_id", ["MinAtar/Breakout-v1", "MinAtar/Asterix-v1", "CartPole-v1"])
+def test_worker_processes_step_the_same_envs_as_one_process(env_id):
+    from workbench.vector import ProcessVectorEnv
+
+    one, spec = make_env(env_id, 10, seed=3, num_threads=1)
+    many = ProcessVectorEnv(env_id, 10, 3, 3, {})
+    assert [s.stop - s.start for s in many.shares] == [3, 4, 3]
+    try:
+        for seed in (3, list(range(20, 30))):  # an int seeds env i with seed + i; a list gives each env its own
+            np.testing.assert_array_equal(one.reset(seed=seed)[0], many.reset(seed=seed)[0])
+            rng, ends = np.random.default_rng(0), 0
+            for t in range(600):
+                act = rng.integers(0, spec.n_actions, 10)
+                a, b = one.step(act), many.step(act)
+                for x, y in zip(a[:4], b[:4]):
+                    assert x.dtype == y.dtype
+                    np.testing.assert_array_equal(x, y, err_msg=f"step {t}")
+                assert set(a[4]) == set(b[4]), f"step {t}: info keys"
+                if "final_obs" in a[4]:  # SAME_STEP: the terminal observations of the envs that ended
+                    ends += 1
+                    np.testing.assert_array_equal(a[4]["_final_obs"], b[4]["_final_obs"])
+                    for i in np.flatnonzero(a[4]["_final_obs"]):
+                        np.testing.assert_array_equal(a[4]["final_obs"][i], b[4]["final_obs"][i])
+            assert ends > 5
+    finally:
+        one.close()
+        many.close()
+    assert not any(p.is_alive() for p in many._procs)
+
+
+def test_make_env_spreads_many_envs_over_worker_processes_only_where_it_pays():
+    from workbench.vector import MIN_ENVS_PER_WORKER, ProcessVectorEnv
+
+    n = 2 * MIN_ENVS_PER_WORKER
+    spread, spec = make_env("MinAtar/Breakout-v1", n, seed=0, num_threads=2)
+    alone, _ = make_env("MinAtar/Breakout-v1", n, seed=0, num_threads=1)
+    few, _ = make_env("MinAtar/Breakout-v1", n - 1, seed=0, num_threads=2)
+    try:
+        assert isinstance(spread, ProcessVectorEnv) and len(spread.shares) == 2
+        assert not isinstance(alone, ProcessVectorEnv) and not isinstance(few, ProcessVectorEnv)
+        assert spec.action_meanings == ("NOOP", "LEFT", "RIGHT")
+        # make_env has reset both with the seed: they start and go on alike
+        act = np.random.default_rng(1).integers(0, 3, (50, n))
+        for t in range(50):
+            np.testing.assert_array_equal(spread.step(act[t])[0], alone.step(act[t])[0])
+    finally:
+        for e in (spread, alone, few):
+            e.close()
+
+
+def test_a_failing_env_worker_is_named_and_a_step_is_not_sent_twice():
+    from workbench.vector import ProcessVectorEnv
+
+    envs = ProcessVectorEnv("MinAtar/Breakout-v1", 4, 0, 2, {})
+    envs.reset(seed=0)
+    envs.send(np.zeros(4, dtype=np.int64))
+    with pytest.raises(RuntimeError, match="twice"):
+        envs.send(np.zeros(4, dtype=np.int64))
+    envs.recv()
+    with pytest.raises(RuntimeError, match="env worker failed: .*Error"):
+        envs.step(np.array([0, 0, 99, 0]))  # MinAtar has no action 99
+    assert not any(p.is_alive() for p in envs._procs)

@@ -91,19 +91,26 @@ def distill_collection_ratio(teacher_name: str, n_envs: int, steps: int, device,
     return out | {"teacher": teacher_name, "device": str(device), "overlap": overlap, "target": ">= 0.8"}
 
 
-def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps: int = 400, seed: int = 0) -> dict:
-    """gymnasium's AsyncVectorEnv (a process per env, shared memory) over the SyncVectorEnv that ``make_env`` uses,
-    stepping the same envs under the same actions, on the cores this process has."""
+def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps: int = 400, seed: int = 0,
+                     workers: int | None = None) -> dict:
+    """MinAtar or classic-control envs stepped by worker processes over one process's ``SyncVectorEnv``, the same
+    envs under the same actions: the workbench's ``ProcessVectorEnv`` (``workers`` processes, default one per core,
+    a share of the envs each) and, for up to 16 envs, gymnasium's ``AsyncVectorEnv`` (a process per env)."""
     import gymnasium as gym
 
-    from .envs import MINATAR_DEFAULTS, _single_classic, _single_minatar
+    from .envs import make_env
+    from .vector import ProcessVectorEnv, worker_count
 
-    settings = dict(MINATAR_DEFAULTS) if env_id.startswith("MinAtar/") else {}
-    maker = _single_minatar if env_id.startswith("MinAtar/") else _single_classic
-    fns = [lambda: maker(env_id, settings) for _ in range(n_envs)]
-    mode = gym.vector.AutoresetMode.SAME_STEP
-    envs = {"async": gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, shared_memory=True),
-            "sync": gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)}
+    workers = workers or cores()
+    envs = {"processes": ProcessVectorEnv(env_id, n_envs, seed, workers, {}),
+            "sync": make_env(env_id, n_envs, seed, num_threads=1)[0]}
+    if n_envs <= 16:
+        from .envs import MINATAR_DEFAULTS, _single_classic, _single_minatar
+
+        settings = dict(MINATAR_DEFAULTS) if env_id.startswith("MinAtar/") else {}
+        maker = _single_minatar if env_id.startswith("MinAtar/") else _single_classic
+        envs["async"] = gym.vector.AsyncVectorEnv([lambda: maker(env_id, settings) for _ in range(n_envs)],
+                                                  autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, shared_memory=True)
     actions = np.random.default_rng(seed).integers(0, envs["sync"].single_action_space.n, size=(steps, n_envs))
     for e in envs.values():
         e.reset(seed=seed)
@@ -115,11 +122,16 @@ def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps
             return steps * n_envs
         return run
 
-    out = _interleaved({k: stepper(e) for k, e in envs.items()}, 2)
+    out = _interleaved({k: stepper(envs[k]) for k in ("processes", "sync")}, 4)
+    out = {"processes_steps_per_s": out["processes_steps_per_s"], "sync_steps_per_s": out["sync_steps_per_s"],
+           "processes_over_sync": out["ratio"]}
+    if "async" in envs:
+        out["async_over_sync"] = _interleaved({k: stepper(envs[k]) for k in ("async", "sync")}, 2)["ratio"]
     for e in envs.values():
         e.close()
-    return out | {"env_id": env_id, "n_envs": n_envs, "cores": cores(),
-                  "note": "ratio > 1 would make AsyncVectorEnv the faster choice here"}
+    used = worker_count(n_envs, workers)
+    return out | {"env_id": env_id, "n_envs": n_envs, "workers": workers, "cores": cores(),
+                  "make_env_uses": f"{used} worker processes" if used > 1 else "one process (SyncVectorEnv)"}
 
 
 def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:
@@ -317,7 +329,7 @@ def run_bench(quick: bool = False, device: str = "auto") -> dict:
         out["distill_collection"][teacher] = distill_collection_ratio(teacher, n_envs, steps, device)
     out["distill_collection"]["atari-breakout overlapped"] = distill_collection_ratio(
         "atari-breakout", 8, 40 * scale, device, overlap=True)
-    out["vector_env"] = vector_env_ratio(steps=100 * scale)
+    out["vector_env"] = {n: vector_env_ratio(n_envs=n, steps=max(20, 800 * scale // n)) for n in (8, 256)}
     out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
     raw = collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"]
     out["training"] = {"MinAtar/Breakout-v1": {

@@ -3,7 +3,7 @@
 - ``resolve_device("auto" | "cpu" | "cuda" | "cuda:N" | "mps")``: ``auto`` takes an accelerator when torch sees
   one (CUDA, then Apple's MPS), else the CPU; asking for one that is not there fails by name before anything runs.
 - ``cores()``: the CPU cores this process may use (its affinity mask: a container's or a batch job's share, not
-  the host's count). Torch threads and Atari env threads default to it; ``WORKBENCH_THREADS`` and
+  the host's count). Torch threads, Atari env threads and MinAtar/classic env worker processes default to it; ``WORKBENCH_THREADS`` and
   ``WORKBENCH_ENV_THREADS`` (or ``--threads``, ``--env-threads``) pin fewer, as the tests do.
 - ``memory_on_device``: whether a replay memory is mirrored on the device (see there).
 - ``machine(device)``: what a run's config.json and card record about the machine.
@@ -56,7 +56,8 @@ def default_threads() -> int:
 
 
 def env_threads(n_envs: int) -> int:
-    """Threads of ale-py's Atari vector env: WORKBENCH_ENV_THREADS, else one per core available, at most one per env."""
+    """Threads of ale-py's Atari vector env (the most worker processes of MinAtar and classic-control envs:
+    ``vector.worker_count``): WORKBENCH_ENV_THREADS, else one per core available, at most one per env."""
     return max(1, min(n_envs, _env_int("WORKBENCH_ENV_THREADS") or cores()))
 
 
