@@ -181,7 +181,10 @@ def test_make_env_spreads_many_envs_over_worker_processes_only_where_it_pays():
             e.close()
 
 
-def test_a_failing_env_worker_is_named_and_a_step_is_not_sent_twice():
+def test_env_workers_refuse_misuse_and_name_a_failing_or_killed_worker():
+    import os
+    import signal
+
     from workbench.vector import ProcessVectorEnv
 
     envs = ProcessVectorEnv("MinAtar/Breakout-v1", 4, 0, 2, {})
@@ -189,7 +192,43 @@ def test_a_failing_env_worker_is_named_and_a_step_is_not_sent_twice():
     envs.send(np.zeros(4, dtype=np.int64))
     with pytest.raises(RuntimeError, match="twice"):
         envs.send(np.zeros(4, dtype=np.int64))
+    with pytest.raises(RuntimeError, match="in flight"):
+        envs.reset(seed=0)
     envs.recv()
+    with pytest.raises(ValueError, match="one seed per env"):
+        envs.reset(seed=[1, 2, 3])
+    envs.step(np.zeros(4, dtype=np.int64))  # still usable after refusals
     with pytest.raises(RuntimeError, match="env worker failed: .*Error"):
         envs.step(np.array([0, 0, 99, 0]))  # MinAtar has no action 99
     assert not any(p.is_alive() for p in envs._procs)
+
+    envs = ProcessVectorEnv("CartPole-v1", 3, 0, 8, {})  # more workers asked than envs: one env each
+    assert len(envs.shares) == 3
+    envs.reset(seed=0)
+    os.kill(envs._procs[1].pid, signal.SIGKILL)
+    envs._procs[1].join(5)
+    with pytest.raises(RuntimeError, match="env worker"):
+        envs.step(np.zeros(3, dtype=np.int64))
+    assert envs.closed and not any(p.is_alive() for p in envs._procs)
+
+
+def test_an_interrupted_step_closes_the_env_workers_instead_of_hanging():
+    from workbench.vector import ProcessVectorEnv
+
+    class Interrupted:  # a Ctrl-C that lands while the caller waits on the second worker's reply
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def recv(self):
+            self.pipe.recv()
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+    envs = ProcessVectorEnv("CartPole-v1", 4, 0, 2, {})
+    envs.reset(seed=0)
+    envs._pipes[1] = Interrupted(envs._pipes[1])
+    with pytest.raises(KeyboardInterrupt):
+        envs.step(np.zeros(4, dtype=np.int64))
+    assert envs.closed and not any(p.is_alive() for p in envs._procs)

@@ -81,7 +81,8 @@ def _merge(parts: list, shares: list[slice], n: int) -> dict:
                 continue
             value = np.asarray(value)
             if key not in out:
-                out[key] = np.full((n,) + value.shape[1:], None if value.dtype == object else 0, dtype=value.dtype)
+                out[key] = (np.full((n,) + value.shape[1:], None, dtype=object) if value.dtype == object
+                            else np.zeros((n,) + value.shape[1:], dtype=value.dtype))
             out[key][share] = value
     return out
 
@@ -107,13 +108,14 @@ class ProcessVectorEnv(gym.vector.VectorEnv):
         self._layout = {"obs": ((n_envs,) + space.shape, space.dtype), "action": ((n_envs,), np.int64),
                         "reward": ((n_envs,), np.float64), "term": ((n_envs,), np.bool_),
                         "trunc": ((n_envs,), np.bool_)}
+        # fork: the workers only step envs (no torch, no CUDA), and start in milliseconds; spawn where there is no fork.
         ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
         buffers = {k: ctx.RawArray("b", int(np.prod(shape)) * np.dtype(dtype).itemsize)
                    for k, (shape, dtype) in self._layout.items()}
         self._arrays = _views(buffers, self._layout)
-        bounds = np.linspace(0, n_envs, workers + 1).round().astype(int)
+        bounds = np.linspace(0, n_envs, max(1, min(workers, n_envs)) + 1).round().astype(int)
         self.shares = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        self._pipes, self._procs, self._waiting = [], [], False
+        self._pipes, self._procs, self._pending, self._waiting = [], [], set(), False
         for share in self.shares:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_work, args=(child, env_id, share, seed, settings, buffers, self._layout),
@@ -122,19 +124,36 @@ class ProcessVectorEnv(gym.vector.VectorEnv):
             child.close()
             self._pipes.append(parent)
             self._procs.append(proc)
+        self._pending = set(range(len(self._pipes)))  # each worker says "ready"
         self._gather()
 
+    def _command(self, messages: list) -> None:
+        """Send each worker its message; a worker gone closes all and is raised, named."""
+        try:
+            for i, (pipe, message) in enumerate(zip(self._pipes, messages)):
+                pipe.send(message)
+                self._pending.add(i)
+        except OSError as err:
+            self.close()
+            raise RuntimeError(f"an env worker is gone ({type(err).__name__}); the envs are closed") from None
+
     def _gather(self) -> list:
-        """Every worker's reply to the command just sent; a worker's error (or death) closes all and is raised."""
+        """Every worker's reply to the command just sent. A worker's error or death closes all and is raised; so
+        does an interrupt (Ctrl-C) while waiting, which would leave the replies out of step with the commands."""
         replies, failed = [], None
-        for pipe, proc in zip(self._pipes, self._procs):
-            try:
-                status, payload = pipe.recv()
-            except EOFError:
-                status, payload = "error", f"the worker (pid {proc.pid}) died, exit code {proc.exitcode}"
-            if status == "error":
-                failed = failed or payload
-            replies.append(payload)
+        try:
+            for i, (pipe, proc) in enumerate(zip(self._pipes, self._procs)):
+                try:
+                    status, payload = pipe.recv()
+                except (EOFError, OSError):
+                    status, payload = "error", f"the worker (pid {proc.pid}) died, exit code {proc.exitcode}"
+                self._pending.discard(i)
+                if status == "error":
+                    failed = failed or payload
+                replies.append(payload)
+        except BaseException:
+            self.close()
+            raise
         self._waiting = False
         if failed:
             self.close()
@@ -142,12 +161,16 @@ class ProcessVectorEnv(gym.vector.VectorEnv):
         return replies
 
     def reset(self, *, seed=None, options=None):
-        for pipe, share in zip(self._pipes, self.shares):
-            if seed is None or isinstance(seed, (int, np.integer)):
-                part = None if seed is None else int(seed) + share.start
-            else:
-                part = list(seed)[share]
-            pipe.send(("reset", part))
+        if self._waiting:
+            raise RuntimeError("reset() while a step is in flight: recv() it first")
+        if options:
+            raise NotImplementedError("ProcessVectorEnv.reset takes no options (a reset mask resets every env here)")
+        if not (seed is None or isinstance(seed, (int, np.integer)) or len(seed) == self.num_envs):
+            raise ValueError(f"reset(seed=...) takes an int, None or one seed per env ({self.num_envs}), got "
+                             f"{len(seed)}")
+        parts = [None if seed is None else int(seed) + share.start if isinstance(seed, (int, np.integer))
+                 else list(seed)[share] for share in self.shares]
+        self._command([("reset", part) for part in parts])
         infos = self._gather()
         return self._arrays["obs"].copy(), _merge(infos, self.shares, self.num_envs)
 
@@ -156,9 +179,8 @@ class ProcessVectorEnv(gym.vector.VectorEnv):
         if self._waiting:
             raise RuntimeError("send() twice without recv(): receive the step in flight first")
         self._arrays["action"][:] = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
-        for pipe in self._pipes:
-            pipe.send(("step", None))
         self._waiting = True
+        self._command([("step", None)] * len(self._pipes))
 
     def recv(self):
         if not self._waiting:
@@ -179,16 +201,17 @@ class ProcessVectorEnv(gym.vector.VectorEnv):
         if self.closed or not hasattr(self, "_procs"):
             return
         self.closed = True
-        for pipe in self._pipes:
+        for i, pipe in enumerate(self._pipes):
             try:
-                if self._waiting and pipe.poll(5):  # the step in flight: its reply first
+                if i in self._pending and pipe.poll(1):  # a reply still owed: take it first
                     pipe.recv()
                 pipe.send(("close", None))
-            except (BrokenPipeError, EOFError, OSError):
+            except (EOFError, OSError):
                 pass
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
+                proc.join(timeout=1)
         for pipe in self._pipes:
             pipe.close()
