@@ -161,23 +161,27 @@ def test_worker_processes_step_the_same_envs_as_one_process(env_id):
     assert not any(p.is_alive() for p in many._procs)
 
 
-def test_make_env_spreads_many_envs_over_worker_processes_only_where_it_pays():
+def test_make_env_spreads_many_envs_over_worker_processes_only_where_asked_and_it_pays(monkeypatch):
     from workbench.vector import MIN_ENVS_PER_WORKER, ProcessVectorEnv
 
     n = 2 * MIN_ENVS_PER_WORKER
-    spread, spec = make_env("MinAtar/Breakout-v1", n, seed=0, num_threads=2)
+    monkeypatch.delenv("WORKBENCH_ENV_THREADS", raising=False)
+    default, _ = make_env("MinAtar/Breakout-v1", n, seed=0)  # not asked: one process
+    monkeypatch.setenv("WORKBENCH_ENV_THREADS", "2")
+    spread, spec = make_env("MinAtar/Breakout-v1", n, seed=0)
     alone, _ = make_env("MinAtar/Breakout-v1", n, seed=0, num_threads=1)
-    few, _ = make_env("MinAtar/Breakout-v1", n - 1, seed=0, num_threads=2)
+    few, _ = make_env("MinAtar/Breakout-v1", n - 1, seed=0)  # fewer than MIN_ENVS_PER_WORKER a worker
     try:
         assert isinstance(spread, ProcessVectorEnv) and len(spread.shares) == 2
-        assert not isinstance(alone, ProcessVectorEnv) and not isinstance(few, ProcessVectorEnv)
+        for e in (default, alone, few):
+            assert not isinstance(e, ProcessVectorEnv)
         assert spec.action_meanings == ("NOOP", "LEFT", "RIGHT")
         # make_env has reset both with the seed: they start and go on alike
         act = np.random.default_rng(1).integers(0, 3, (50, n))
         for t in range(50):
             np.testing.assert_array_equal(spread.step(act[t])[0], alone.step(act[t])[0])
     finally:
-        for e in (spread, alone, few):
+        for e in (default, spread, alone, few):
             e.close()
 
 

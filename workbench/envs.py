@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .hardware import env_threads
+from .hardware import env_processes, env_threads
 from .vector import ProcessVectorEnv, worker_count
 
 CLASSIC = ("CartPole-v1", "Acrobot-v1")
@@ -276,12 +276,13 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, num_threads: int | Non
     ALE uses ale-py's native ``AtariVectorEnv`` (C++ threads, one per core available: ``hardware.env_threads``;
     each env's frames do not depend on how many threads step them; Nature preprocessing inside), or with
     ``conventions='sb3'``/``'cleanrl'`` those libraries' wrappers (:mod:`workbench.library_atari`); MinAtar and
-    classic control use gymnasium's ``SyncVectorEnv``, or where there are enough envs for it to pay (at least
-    ``vector.MIN_ENVS_PER_WORKER`` per core) worker processes that step a share each
-    (:class:`workbench.vector.ProcessVectorEnv`: the same envs and numbers).
+    classic control use gymnasium's ``SyncVectorEnv``, or where asked (``num_threads`` or WORKBENCH_ENV_THREADS above
+    1: ``hardware.env_processes``) and there are enough envs for it to pay (``vector.MIN_ENVS_PER_WORKER`` per
+    worker), worker processes that step a share each (:class:`workbench.vector.ProcessVectorEnv`: the same envs and
+    numbers).
     ``settings`` override the family defaults (``ALE_DEFAULTS``, ``MINATAR_DEFAULTS``); unknown keys fail.
-    ``num_threads``: the Atari vector env's threads, the other families' most worker processes (default
-    ``hardware.env_threads``; 1 steps them in this process).
+    ``num_threads``: the Atari vector env's threads (default ``hardware.env_threads``), the other families' most
+    worker processes (default ``hardware.env_processes``; 1 steps them in this process).
     """
     family = family_of(env_id)
     if n_envs < 1:
@@ -313,7 +314,7 @@ def make_env(env_id: str, n_envs: int = 1, seed: int = 0, num_threads: int | Non
                        meanings, s)
     else:
         maker = _single_minatar if family == "minatar" else _single_classic
-        workers = worker_count(n_envs, num_threads or env_threads(n_envs))
+        workers = worker_count(n_envs, num_threads or env_processes())
         if family == "minatar":
             _minatar_game(env_id)
         venv = gym.vector.SyncVectorEnv([lambda: maker(env_id, s) for _ in range(1 if workers > 1 else n_envs)],

@@ -3,7 +3,7 @@
 - ``resolve_device("auto" | "cpu" | "cuda" | "cuda:N" | "mps")``: ``auto`` takes an accelerator when torch sees
   one (CUDA, then Apple's MPS), else the CPU; asking for one that is not there fails by name before anything runs.
 - ``cores()``: the CPU cores this process may use (its affinity mask: a container's or a batch job's share, not
-  the host's count). Torch threads, Atari env threads and MinAtar/classic env worker processes default to it; ``WORKBENCH_THREADS`` and
+  the host's count). Torch threads and Atari env threads default to it; ``WORKBENCH_THREADS`` and
   ``WORKBENCH_ENV_THREADS`` (or ``--threads``, ``--env-threads``) pin fewer, as the tests do.
 - ``memory_on_device``: whether a replay memory is mirrored on the device (see there).
 - ``machine(device)``: what a run's config.json and card record about the machine.
@@ -56,9 +56,16 @@ def default_threads() -> int:
 
 
 def env_threads(n_envs: int) -> int:
-    """Threads of ale-py's Atari vector env (the most worker processes of MinAtar and classic-control envs:
-    ``vector.worker_count``): WORKBENCH_ENV_THREADS, else one per core available, at most one per env."""
+    """Threads of ale-py's Atari vector env: WORKBENCH_ENV_THREADS, else one per core available, at most one per env."""
     return max(1, min(n_envs, _env_int("WORKBENCH_ENV_THREADS") or cores()))
+
+
+def env_processes() -> int:
+    """The most worker processes MinAtar and classic-control envs may step in (``vector.worker_count``): only where
+    WORKBENCH_ENV_THREADS asks, else 1 (one process). On a 2-core CPU a PPO teacher with 256 MinAtar envs trained
+    level with 2 workers at one torch thread and 5-8% slower at two (the workers and torch's threads share the
+    cores); workers pay where the networks are on a GPU and cores are spare (docs/lab-notes/hardware.md)."""
+    return _env_int("WORKBENCH_ENV_THREADS") or 1
 
 
 def set_threads(n: int | None = None) -> int:

@@ -25,7 +25,7 @@ MIN_ENVS_PER_WORKER = 64
 
 
 def worker_count(n_envs: int, threads: int) -> int:
-    """Worker processes for ``n_envs`` MinAtar or classic envs given ``threads`` cores: one per core, at least
+    """Worker processes for ``n_envs`` MinAtar or classic envs given at most ``threads`` of them: at least
     ``MIN_ENVS_PER_WORKER`` envs each; 1 means they step in the caller's process."""
     return max(1, min(threads, n_envs // MIN_ENVS_PER_WORKER))
 
