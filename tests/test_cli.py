@@ -104,6 +104,20 @@ def test_distill_layers_give_the_student_another_shape_at_the_preset_size(tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
+def test_env_threads_are_asked_once_recorded_and_the_environment_restored(tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.delenv("WORKBENCH_ENV_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        main(["--env-threads", "0", "doctor"])
+    assert "--env-threads: 0: give at least 1" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["--env-threads", "3", "train", "--env", "CartPole-v1", "--algo", "ppo", "--preset", "smoke",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "card.json").read_text())["machine"]["env_threads"] == 3
+    assert "WORKBENCH_ENV_THREADS" not in os.environ
+
+
 def test_train_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     out = tmp_path / "cp"
     args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--preset", "smoke", "--out", str(out), "--quiet"]

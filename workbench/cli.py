@@ -4,8 +4,10 @@ distill-multitask, sweep, import-teacher, reproduce, teachers, bench, report, de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -320,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: WORKBENCH_THREADS, else every core available; a sweep's runs "
                         "take one each)")
+    p.add_argument("--env-threads", type=_at_least_one, default=None, metavar="N",
+                   help="Atari env threads, and the most worker processes MinAtar and classic-control envs step in "
+                        "(64+ envs each); sets WORKBENCH_ENV_THREADS for the command (default: Atari every core "
+                        "available, MinAtar one process)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("doctor", help="check the installation and say how to fix what is missing")
@@ -496,10 +502,37 @@ def _run_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _at_least_one(raw: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number; give a count, e.g. --env-threads 4") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: give at least 1 (1 steps MinAtar envs in this process)")
+    return n
+
+
+@contextlib.contextmanager
+def _env_threads(n: int | None):
+    """WORKBENCH_ENV_THREADS=n while the command runs (and in the processes it starts), as it was afterwards."""
+    before = os.environ.get("WORKBENCH_ENV_THREADS")
+    if n is not None:
+        os.environ["WORKBENCH_ENV_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            if before is None:
+                os.environ.pop("WORKBENCH_ENV_THREADS", None)
+            else:
+                os.environ["WORKBENCH_ENV_THREADS"] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _env_threads(args.env_threads):
+            return args.func(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
         return 2

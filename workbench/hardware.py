@@ -4,7 +4,8 @@
   one (CUDA, then Apple's MPS), else the CPU; asking for one that is not there fails by name before anything runs.
 - ``cores()``: the CPU cores this process may use (its affinity mask: a container's or a batch job's share, not
   the host's count). Torch threads and Atari env threads default to it; ``WORKBENCH_THREADS`` and
-  ``WORKBENCH_ENV_THREADS`` (or ``--threads``, ``--env-threads``) pin fewer, as the tests do.
+  ``WORKBENCH_ENV_THREADS`` (or ``--threads``, ``--env-threads``) pin fewer, as the tests do; the env threads also
+  let MinAtar and classic-control envs step in worker processes (``env_processes``).
 - ``memory_on_device``: whether a replay memory is mirrored on the device (see there).
 - ``machine(device)``: what a run's config.json and card record about the machine.
 """
