@@ -1,15 +1,12 @@
 """The `workbench` command, in-process through main() and once as the installed console script."""
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from workbench.cli import main
-from workbench.runs import save_policy
-from workbench.nets import build, make_spec
 
 BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "workbench"
 

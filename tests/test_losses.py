@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench.distill.losses import get_loss, kl, mse, nll
+from workbench.distill.losses import get_loss, kl
 
 T = torch.tensor([[1.0, 2.0, 0.5], [0.2, -1.0, 3.0], [0.0, 0.1, 0.05]])
 
