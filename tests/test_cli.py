@@ -143,6 +143,8 @@ def test_console_script_bench_quick_prints_the_ratios():
     assert bench["training"]["MinAtar/Breakout-v1"]["ppo_env_steps_per_s"] > 0
     for n in ("8", "256"):  # worker processes against one process, at a few envs and at many
         assert bench["vector_env"][n]["processes_over_sync"] > 0 and bench["vector_env"][n]["n_envs"] == int(n)
+    ppo = bench["vector_env"]["ppo_256_envs"]  # the same with a PPO teacher learning from them (2+ cores)
+    assert "skipped" in ppo or (ppo["ratio"] > 0 and ppo["workers"] >= 2)
     vs_cleanrl = bench["atari_ppo_vs_cleanrl"]
     assert vs_cleanrl["workbench_steps_per_s"] > 0 and vs_cleanrl["cleanrl_style_steps_per_s"] > 0
     assert vs_cleanrl["ratio"] > 0 and vs_cleanrl["n_envs"] == 8 and vs_cleanrl["n_steps"] == 128

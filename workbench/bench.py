@@ -11,7 +11,7 @@ from .collect import Collector, make_collector
 from .distill.engine import StudentUpdater, collect_step, load_teacher
 from .distill.losses import get_loss
 from .envs import make_env
-from .hardware import cores, env_processes, env_threads, machine, memory_on_device, place, resolve_device
+from .hardware import cores, env_processes, env_threads, env_threads_asked, machine, memory_on_device, place, resolve_device
 from .memory import ReplayMemory
 from .nets import build, make_spec, preset_spec
 
@@ -150,24 +150,50 @@ def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:
             "replay_bytes_ratio": round(per_transition / (84 * 84), 4)}
 
 
-def training_steps_per_second(algo: str, env_id: str, steps: int, device="cpu") -> float:
+def training_steps_per_second(algo: str, env_id: str, steps: int, device="cpu", **overrides) -> float:
     if algo == "dqn":
         from .agents.dqn import dqn_config, train_dqn
 
         config = dqn_config("demo", env_id, total_steps=steps, learning_starts=min(1000, steps // 4),
-                            eval_episodes=1, log_every=steps, checkpoint_every=10 * steps, device=str(device))
+                            eval_episodes=1, log_every=steps, checkpoint_every=10 * steps, device=str(device),
+                            **overrides)
         train = train_dqn
     else:
         from .agents.ppo import ppo_config, train_ppo
 
         config = ppo_config("demo", env_id, total_steps=steps, eval_episodes=1, log_every=steps,
-                            checkpoint_every=10 * steps, device=str(device))
+                            checkpoint_every=10 * steps, device=str(device), **overrides)
         train = train_ppo
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         card = train(config, d + "/run", progress_bar=False)
         # Time the training alone: the closing evaluation is not training.
         return card["env_steps"] / min(card["wall_seconds"], time.perf_counter() - t0)
+
+
+def env_workers_training_ratio(n_envs: int = 256, steps: int = 65_536, rounds: int = 2, device="cpu") -> dict:
+    """A MinAtar Breakout PPO teacher (demo preset, ``n_envs`` envs) trained with its envs over one worker process
+    per core (``--env-threads`` the cores) against one process, everything else equal (the same numbers either
+    way): env steps/s, alternating rounds, the median of the rounds' ratios. Above 1, asking for the workers pays
+    on this machine and device; ``make_env`` starts them only when asked."""
+    import torch
+
+    from .vector import worker_count
+
+    workers = worker_count(n_envs, cores())
+    if workers < 2:
+        return {"skipped": f"{cores()} core(s) for {n_envs} envs: fewer than 2 workers of 64+ envs"}
+    rates: dict = {"workers": [], "one_process": []}
+    for k in range(rounds):
+        for name, asked in [("workers", cores()), ("one_process", 1)][::1 if k % 2 == 0 else -1]:
+            with env_threads_asked(asked):
+                rates[name].append(training_steps_per_second("ppo", "MinAtar/Breakout-v1", steps, device,
+                                                             n_envs=n_envs))
+    ratio = float(np.median(np.array(rates["workers"]) / np.array(rates["one_process"])))
+    return {"workers_steps_per_s": round(float(np.median(rates["workers"]))),
+            "one_process_steps_per_s": round(float(np.median(rates["one_process"]))), "ratio": round(ratio, 3),
+            "n_envs": n_envs, "workers": workers, "torch_threads": torch.get_num_threads(),
+            "device": str(device)}
 
 
 def distill_updates_ratio(teacher: str = "minatar-breakout", updates: int = 300, batch_size: int = 256,
@@ -331,6 +357,7 @@ def run_bench(quick: bool = False, device: str = "auto") -> dict:
     out["distill_collection"]["atari-breakout overlapped"] = distill_collection_ratio(
         "atari-breakout", 8, 40 * scale, device, overlap=True)
     out["vector_env"] = {n: vector_env_ratio(n_envs=n, steps=max(20, 800 * scale // n)) for n in (8, 256)}
+    out["vector_env"]["ppo_256_envs"] = env_workers_training_ratio(steps=32_768 * (1 if quick else 4), device=device)
     out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
     raw = collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"]
     out["training"] = {"MinAtar/Breakout-v1": {

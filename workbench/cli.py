@@ -4,10 +4,8 @@ distill-multitask, sweep, import-teacher, reproduce, teachers, bench, report, de
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -512,26 +510,12 @@ def _at_least_one(raw: str) -> int:
     return n
 
 
-@contextlib.contextmanager
-def _env_threads(n: int | None):
-    """WORKBENCH_ENV_THREADS=n while the command runs (and in the processes it starts), as it was afterwards."""
-    before = os.environ.get("WORKBENCH_ENV_THREADS")
-    if n is not None:
-        os.environ["WORKBENCH_ENV_THREADS"] = str(n)
-    try:
-        yield
-    finally:
-        if n is not None:
-            if before is None:
-                os.environ.pop("WORKBENCH_ENV_THREADS", None)
-            else:
-                os.environ["WORKBENCH_ENV_THREADS"] = before
-
-
 def main(argv: list[str] | None = None) -> int:
+    from .hardware import env_threads_asked
+
     args = build_parser().parse_args(argv)
     try:
-        with _env_threads(args.env_threads):
+        with env_threads_asked(args.env_threads):
             return args.func(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

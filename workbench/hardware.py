@@ -61,6 +61,23 @@ def env_threads(n_envs: int) -> int:
     return max(1, min(n_envs, _env_int("WORKBENCH_ENV_THREADS") or cores()))
 
 
+@contextlib.contextmanager
+def env_threads_asked(n: int | None):
+    """WORKBENCH_ENV_THREADS=n while the block runs (and in the processes it starts), as it was afterwards; None
+    leaves it alone (``--env-threads``)."""
+    before = os.environ.get("WORKBENCH_ENV_THREADS")
+    if n is not None:
+        os.environ["WORKBENCH_ENV_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            if before is None:
+                os.environ.pop("WORKBENCH_ENV_THREADS", None)
+            else:
+                os.environ["WORKBENCH_ENV_THREADS"] = before
+
+
 def env_processes() -> int:
     """The most worker processes MinAtar and classic-control envs may step in (``vector.worker_count``): only where
     WORKBENCH_ENV_THREADS asks, else 1 (one process). On a 2-core CPU a PPO teacher with 256 MinAtar envs trained
