@@ -398,7 +398,7 @@ def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | No
     from .hardware import place, resolve_device
     from .runs import save_policy
 
-    t0 = time.time()
+    t0 = time.perf_counter()
     device = resolve_device(config.device)
     from .envs import family_of
 
@@ -438,7 +438,7 @@ def import_teacher(config: ImportConfig, out: str | Path, module: nn.Module | No
                 origin=foreign.origin)
     card = {
         "env_id": spec.env_id, "algo": foreign.origin.get("algo"), "kind": foreign.kind, "params": policy.n_params,
-        "net": dataclasses.asdict(foreign.spec()), "env_steps": None, "wall_seconds": round(time.time() - t0, 1),
+        "net": dataclasses.asdict(foreign.spec()), "env_steps": None, "wall_seconds": round(time.perf_counter() - t0, 1),
         "eval_seed": config.eval_seed, **returns.summary("return"), "returns": returns.returns.tolist(),
         "env_settings": spec.settings, "action_meanings": list(spec.action_meanings),
         "source": f"import-teacher --from {config.origin}", "origin": foreign.origin,

@@ -53,11 +53,11 @@ def load_config(path: str | Path = CONFIG, **overrides) -> dict:
 def reproduce(config: dict, out: str | Path, preset: str = "demo", engine: str = "local", device: str = "auto",
               **sweep_kwargs):
     """Run the sweep into ``out`` on ``device``; write ``out/rusu_table.csv`` and return (results, table)."""
-    t0 = time.time()
+    t0 = time.perf_counter()
     results = sweep(config["teachers"], config["nets"], config["losses"], config["seeds"], out, preset, engine,
                     overrides={"tau": config["tau"], "device": device}, **sweep_kwargs)
     collected = sweep_kwargs.get("finished_only")  # then the sweep's own wall time is not known here
-    table = rusu_table(results, preset=preset, wall_seconds=None if collected else time.time() - t0)
+    table = rusu_table(results, preset=preset, wall_seconds=None if collected else time.perf_counter() - t0)
     atomic_write_bytes(Path(out) / "rusu_table.csv", table.to_csv(index=False).encode())
     return results, table
 

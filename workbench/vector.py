@@ -7,7 +7,8 @@ shared memory, and answers with one small message; the caller's process stays fr
 
 The envs are the ones ``make_env`` builds in one process, seeded the same way (env i of n from seed + i), and a
 step returns what ``SyncVectorEnv`` returns, arrays and ``info`` (``final_obs`` where an episode ended, SAME_STEP
-autoreset), so a run gives the same numbers with any number of workers (tests).
+autoreset), so a run gives the same numbers with any number of workers (tests). ``make_env`` uses it only where
+``--env-threads`` asks (``hardware.env_processes``): on a CPU a whole run measured no faster with it.
 """
 
 from __future__ import annotations

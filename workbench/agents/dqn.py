@@ -143,7 +143,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
     obs, _ = envs.reset(seed=resume_seed(config.seed, step))
     collector = Collector(envs, spec, memory, obs)
     recent, losses, q_means, fresh_states = [], [], [], []
-    t0 = time.time()
+    t0 = time.perf_counter()
     next_log, next_ckpt = step + config.log_every, step + config.checkpoint_every
     next_train, next_target = step + config.train_every, step + config.target_every
     bar = progress(config.total_steps, step, f"dqn {config.env_id}", progress_bar)
@@ -194,7 +194,7 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
         else:
             next_train, next_target = step + config.train_every, step + config.target_every
 
-        wall = wall_before + time.time() - t0
+        wall = wall_before + time.perf_counter() - t0
         if step >= next_log or step >= config.total_steps:
             row = {
                 "charts/episodic_return": float(np.mean(recent)) if recent else None, "charts/episodes": len(recent),
@@ -214,5 +214,5 @@ def train_dqn(config: DQNConfig, out: str | Path, resume: bool = False, progress
             next_ckpt += config.checkpoint_every
     bar.close()
     envs.close()
-    wall = wall_before + time.time() - t0
+    wall = wall_before + time.perf_counter() - t0
     return finish_run(run, q, config, spec, "dqn", step, wall, {"replay_bytes": memory.nbytes(), **where})

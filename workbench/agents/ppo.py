@@ -312,7 +312,7 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
         learner.global_step, learner.update, wall_before = state["global_step"], state["update"], state["wall_seconds"]
     learner.start()
     recent: list[float] = []
-    t0 = time.time()
+    t0 = time.perf_counter()
     next_log, next_ckpt = learner.global_step + config.log_every, learner.global_step + config.checkpoint_every
     bar = progress(learner.n_updates * learner.batch_size, learner.global_step, f"ppo {config.env_id}", progress_bar)
 
@@ -325,7 +325,7 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
             learner.agent.eval()
             observer(learner.agent, learner.b_obs, learner.global_step)
 
-        global_step, wall = learner.global_step, wall_before + time.time() - t0
+        global_step, wall = learner.global_step, wall_before + time.perf_counter() - t0
         if global_step >= next_log or learner.update == learner.n_updates:
             row = {"charts/episodic_return": float(np.mean(recent)) if recent else None,
                    "charts/episodes": len(recent), "charts/SPS": int(global_step / max(wall, 1e-9)), **losses,
@@ -344,6 +344,6 @@ def train_ppo(config: PPOConfig, out: str | Path, resume: bool = False, progress
     bar.close()
     learner.envs.close()
 
-    wall = wall_before + time.time() - t0
+    wall = wall_before + time.perf_counter() - t0
     return finish_run(run, learner.policy(), config, learner.spec, "ppo", learner.global_step, wall,
                       {"updates": learner.update, **learner.where})

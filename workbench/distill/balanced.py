@@ -397,7 +397,7 @@ def distill_balanced(config, out: str | Path, resume: bool = False, progress_bar
             "domain": domain_ids(domain, env, held_obs.cpu().numpy(), held_t.cpu().numpy())}
     held_pair = (held_obs, held_t)
 
-    s.start(time.time())
+    s.start(time.perf_counter())
     s.step = budget.spent
     bar = progress(c.total_steps, budget.spent, f"distill balanced -> {s.spec.family}", progress_bar)
     # Episode seeds: a run's own range of 65,536 (seed + i + n_envs * k for episode k of env i), apart from other seeds'.

@@ -450,7 +450,7 @@ def build_set(config: DatasetConfig, progress_bar: bool = True, pool=None) -> Di
     teacher queries all the same)."""
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    t0 = time.time()
+    t0 = time.perf_counter()
     teacher, card, env = load_teacher(config.teacher)
     teacher.eval()
     teacher.requires_grad_(False)
@@ -497,7 +497,7 @@ def build_set(config: DatasetConfig, progress_bar: bool = True, pool=None) -> Di
         "teacher_return_mean": card.get("return_mean"), "env_spec": env.to_dict(), "builder": config.builder,
         "size": config.size, "seed": config.seed, "tau": tau,
         "labels": "evolved logits" if config.builder == "evolved" else "teacher logits",
-        "teacher_queries": int(queries), "build_seconds": round(time.time() - t0, 2),
+        "teacher_queries": int(queries), "build_seconds": round(time.perf_counter() - t0, 2),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "train": {"student_net": config.student_net, "steps": config.train_steps, "lr": config.train_lr},
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}, **extra,
@@ -550,7 +550,7 @@ def distill_from_set(config, out: str | Path, resume: bool = False, progress_bar
                    dataset_teacher_queries=ds.meta.get("teacher_queries"))
     config = s.config
     held = teacher_states(teacher, env, config.heldout_size, config.seed + 777_777, config.teacher_epsilon)
-    s.start(time.time())
+    s.start(time.perf_counter())
     bar = progress(config.set_steps, 0, f"distill from {ds.size} states", progress_bar)
     every = max(1, config.set_steps // 20)  # about 20 points on a live curve, each a held-out measure
     for u in range(1, config.set_steps + 1):
@@ -563,10 +563,10 @@ def distill_from_set(config, out: str | Path, resume: bool = False, progress_bar
         s.losses.append(loss)
         if callback is not None and (u % every == 0 or u == 1) and u < config.set_steps:
             # Metrics rows count updates here: no env step is taken. Measuring is left out of train_seconds.
-            t_eval = time.time()
+            t_eval = time.perf_counter()
             row = {"losses/distill": float(np.mean(s.losses)), "charts/updates": u,
                    **{f"heldout/{k}": v for k, v in s.heldout(held).items()}}
-            s.eval_seconds += time.time() - t_eval
+            s.eval_seconds += time.perf_counter() - t_eval
             s.run.log(u, **row)
             callback({"step": u, **row})
             s.losses = []  # each row's loss is the mean over the updates since the last

@@ -210,7 +210,7 @@ def distill_dual(config: DualConfig, out: str | Path, resume: bool = False, prog
     c0 = configs[0]
     n_updates = min(lr.n_updates for lr in learners)
     recent: list[list[float]] = [[], []]
-    t0 = time.time()
+    t0 = time.perf_counter()
     next_log = learners[0].global_step + c0.log_every
     next_ckpt = learners[0].global_step + c0.checkpoint_every
     bar = progress(n_updates * learners[0].batch_size, learners[0].global_step, f"dual ppo {config.env_id}",
@@ -228,7 +228,7 @@ def distill_dual(config: DualConfig, out: str | Path, resume: bool = False, prog
                 obs_B = torch.as_tensor(memories[1 - i].sample(config.batch, rng), device=device)
                 row = distill_step(student, peer, obs_B, optims[i], config, rng)
                 history.append({"update": update, "env_steps": student.global_step, "learner": NAMES[i], **row})
-        step, wall = learners[0].global_step, wall_before + time.time() - t0
+        step, wall = learners[0].global_step, wall_before + time.perf_counter() - t0
         if step >= next_log or update == n_updates:
             row = {"wall_seconds": round(wall, 2)}
             since = [h for h in history if h["env_steps"] > step - c0.log_every]
@@ -254,7 +254,7 @@ def distill_dual(config: DualConfig, out: str | Path, resume: bool = False, prog
                 for lr in learners]})
             next_ckpt += c0.checkpoint_every
     bar.close()
-    wall = wall_before + time.time() - t0
+    wall = wall_before + time.perf_counter() - t0
     cards = []
     for lr, r, c in zip(learners, runs, configs):
         lr.envs.close()

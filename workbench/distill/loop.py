@@ -361,7 +361,7 @@ class StudentRun:
                 self.average.update(self.student)
 
     def wall(self) -> float:
-        return self.wall_before + time.time() - self.t0
+        return self.wall_before + time.perf_counter() - self.t0
 
     def heldout(self, held, net=None) -> dict:
         return heldout(net or self.policy, self.teacher, held, self.config.loss, self.config.tau)
@@ -372,7 +372,7 @@ class StudentRun:
         if not self.schedule.due("log", step, done):
             return None
         wall = self.wall()
-        t_eval = time.time()
+        t_eval = time.perf_counter()
         losses = self.losses + self.updater.take_losses()  # a method's own updates, or the updater's
         row = {"losses/distill": float(np.mean(losses)) if losses else None, "charts/beta": beta,
                "charts/updates": self.updates, "charts/teacher_queries": self.queries,
@@ -390,7 +390,7 @@ class StudentRun:
             if c.target_return is not None and self.reached is None and row["charts/student_return"] >= c.target_return:
                 self.reached = {"return": row["charts/student_return"], "env_steps": step,
                                 "train_seconds": row["train_seconds"], "updates": self.updates}
-        self.eval_seconds += time.time() - t_eval
+        self.eval_seconds += time.perf_counter() - t_eval
         self.run.log(step, **row)
         if callback:
             callback({"step": step, **row})
@@ -483,7 +483,7 @@ def distill(config: DistillConfig, out: str | Path, resume: bool = False, progre
     step = s.restore() if resume else 0
     collector = make_collector(env, config.n_envs, config.seed, memory, config.overlap,
                                resume_seed(config.seed, step), clip_rewards=False)
-    s.start(time.time())
+    s.start(time.perf_counter())
     bar = progress(config.total_steps, step, f"distill {config.loss} -> {s.spec.family}", progress_bar)
     while not s.due(step, config.total_steps):
         # -- collect: the teacher labels every state once; beta decides who acts ----------------------------

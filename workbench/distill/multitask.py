@@ -314,7 +314,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     log_weights = np.asarray(state["log_weights"], float) if state.get("log_weights") is not None else None
     stages: list[dict] = state.get("stages", [])
     credit = np.zeros(n_games)
-    t0, owed, filled = time.time(), 0.0, 0
+    t0, owed, filled = time.perf_counter(), 0.0, 0
     schedule = Schedule(step, log=config.log_every, checkpoint=config.checkpoint_every)
     bar = progress(budget, spent, f"multitask {n_games} games", progress_bar)
     while spent < budget:
@@ -353,7 +353,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
                     update(int(g))
                     updates += 1
 
-        wall = wall_before + time.time() - t0
+        wall = wall_before + time.perf_counter() - t0
         done = spent >= budget
         if schedule.due("log", step, done):
             row = {"wall_seconds": round(wall, 2), "charts/updates": updates}
@@ -373,7 +373,7 @@ def distill_multitask(config: MultitaskConfig, out: str | Path, resume: bool = F
     bar.close()
     for game in games:
         game["envs"].close()
-    wall = wall_before + time.time() - t0
+    wall = wall_before + time.perf_counter() - t0
 
     # -- each game: the student's head against its own teacher, on the same seeds --------------------------
     per_game = {}

@@ -54,7 +54,7 @@ def distill_proximal(config, out: str | Path, resume: bool = False, progress_bar
     logp_TB, val_TB, rew_TB, done_TB = (np.zeros((T, B), dtype=np.float32) for _ in range(4))
     teacher_TBA = np.zeros((T, B, env.n_actions), dtype=np.float32)
     clip_rewards = bool(env.settings.get("reward_clipping"))
-    s.start(time.time())
+    s.start(time.perf_counter())
     bar = progress(c.total_steps, step, f"distill ppd -> {s.spec.family}", progress_bar)
     while not s.due(step, c.total_steps):
         # -- a rollout: the student acts by sampling its policy; the teacher labels every state once ---------------

@@ -218,12 +218,12 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     memory = StateMemory(config.memory_size, spec.obs_shape, spec.obs_dtype, spec.n_actions)
     students: list[_Student] = []
     every = max(1, t_config.total_steps // config.eval_points)
-    clock = {"start": time.time(), "students": 0.0, "eval": 0.0, "next_eval": every}
+    clock = {"start": time.perf_counter(), "students": 0.0, "eval": 0.0, "next_eval": every}
 
     def teacher_seconds() -> float:
         if "teacher_done" in clock:  # after the teacher stops its clock stands still
             return clock["teacher_done"]
-        return time.time() - clock["start"] - clock["students"] - clock["eval"]
+        return time.perf_counter() - clock["start"] - clock["students"] - clock["eval"]
 
     def student_step(s: _Student, teacher) -> None:
         obs_B, labels_BA = (to_device(a, device) for a in memory.sample(config.batch_size, rng))
@@ -234,7 +234,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         s.updates += 1
 
     def log_point(step: int, teacher, phase: str) -> dict:
-        t_eval = time.time()
+        t_eval = time.perf_counter()
         t_sec = teacher_seconds()
         row = {"phase": phase, "teacher_seconds": round(t_sec, 2)}
         if teacher is not None:
@@ -250,7 +250,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         run.log(step, **row)
         if callback:
             callback({"step": step, **row})
-        clock["eval"] += time.time() - t_eval
+        clock["eval"] += time.perf_counter() - t_eval
         return row
 
     def observe(teacher, states, step: int) -> None:
@@ -259,19 +259,19 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
                 policy = build(preset_spec(name, teacher.spec), "pi", seed=config.seed + i).to(device)
                 students.append(_Student(name, policy, torch.optim.Adam(policy.parameters(),
                                                                         lr=config.lr or default_lr(policy.spec.family))))
-        t0 = time.time()
+        t0 = time.perf_counter()
         with torch.no_grad():
             labels = teacher.logits(states).cpu().numpy()
         memory.add(states.cpu().numpy() if torch.is_tensor(states) else np.asarray(states), labels)
-        label_seconds = time.time() - t0
+        label_seconds = time.perf_counter() - t0
         for s in students:
-            t0 = time.time()
+            t0 = time.perf_counter()
             s.owed += len(states) * config.updates_per_state
             while s.owed >= 1 and memory.size >= config.batch_size:
                 s.owed -= 1
                 student_step(s, teacher)
             # Labelling the new states is work the students need; each is charged an equal share.
-            s.seconds += time.time() - t0 + label_seconds / len(students)
+            s.seconds += time.perf_counter() - t0 + label_seconds / len(students)
         clock["students"] = sum(s.seconds for s in students)
         if step >= clock["next_eval"]:
             log_point(step, teacher, "realtime")
@@ -297,19 +297,19 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
     chunk = max(1, config.tail_updates // 10)
     lagging = [s for s in students if target is not None and last[f"{s.name}/return"] < target]
     if lagging:  # the stored labels are older teachers': the final teacher relabels the memory once
-        t0 = time.time()
+        t0 = time.perf_counter()
         with torch.no_grad():
             for start in range(0, memory.size, 4_096):
                 memory.labels[start:start + 4_096] = teacher.logits(memory.states[start:start + 4_096]).cpu().numpy()
         for s in lagging:
-            s.seconds += (time.time() - t0) / len(lagging)
+            s.seconds += (time.perf_counter() - t0) / len(lagging)
     for s in lagging:
         done = 0
         while last[f"{s.name}/return"] < target and done < config.tail_updates:
-            t0 = time.time()
+            t0 = time.perf_counter()
             for _ in range(chunk):
                 student_step(s, teacher)
-            s.seconds += time.time() - t0
+            s.seconds += time.perf_counter() - t0
             done += chunk
             last = log_point(step, None, "tail")
             clock["students"] = sum(x.seconds for x in students)
@@ -362,7 +362,7 @@ def realtime_distill(config: RealtimeConfig, out: str | Path, progress_bar: bool
         "random_return": random,
         "teacher_time_to_95": times["teacher_time_to_95"], "students": results,
         "loss": config.loss, "tau": config.tau, "updates_per_state": config.updates_per_state,
-        "recompute": config.recompute, "wall_seconds": round(time.time() - clock["start"], 1),
+        "recompute": config.recompute, "wall_seconds": round(time.perf_counter() - clock["start"], 1),
         "device": str(device), "machine": machine(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     run.write_card(card)

@@ -94,7 +94,7 @@ def distill_shared(configs: list[DistillConfig], outs: list[str | Path], collect
     held = teacher_states(teacher, env, first.heldout_size, data_seed + 777_777, first.teacher_epsilon)
     collector = make_collector(env, first.n_envs, data_seed, memory, students[0].config.overlap,
                                resume_seed(data_seed, step), clip_rewards=False)
-    t0 = time.time()
+    t0 = time.perf_counter()
     for s in students:
         s.start(t0)
     schedule = Schedule(step, checkpoint=first.checkpoint_every)
@@ -109,7 +109,7 @@ def distill_shared(configs: list[DistillConfig], outs: list[str | Path], collect
             s.log(held, 1.0, done)
             s.checkpoint(done)  # the students' schedules are the collection's: all checkpoint at this step or none
         if schedule.due("checkpoint", step, done):
-            col_checkpoint.save({"step": step, "wall_seconds": time.time() - t0})
+            col_checkpoint.save({"step": step, "wall_seconds": time.perf_counter() - t0})
     bar.close()
     collector.close()
     wall = students[0].wall()
