@@ -11,7 +11,8 @@ from .collect import Collector, make_collector
 from .distill.engine import StudentUpdater, collect_step, load_teacher
 from .distill.losses import get_loss
 from .envs import make_env
-from .hardware import cores, env_processes, env_threads, env_threads_asked, machine, memory_on_device, place, resolve_device
+from .hardware import (cores, env_processes, env_threads, env_threads_asked, machine, memory_on_device, place,
+                       resolve_device)
 from .memory import ReplayMemory
 from .nets import build, make_spec, preset_spec
 
@@ -132,7 +133,7 @@ def vector_env_ratio(env_id: str = "MinAtar/Breakout-v1", n_envs: int = 8, steps
     used = worker_count(n_envs, env_processes())
     return out | {"env_id": env_id, "n_envs": n_envs, "workers": min(workers, n_envs), "cores": cores(),
                   "make_env_uses": (f"{used} worker processes" if used > 1 else "one process (SyncVectorEnv)") +
-                  " (WORKBENCH_ENV_THREADS=N asks for up to N)"}
+                  " (--env-threads N asks for up to N)"}
 
 
 def replay_bytes_ratio(transitions: int = 5_000, seed: int = 0) -> dict:

@@ -81,8 +81,8 @@ def env_threads_asked(n: int | None):
 def env_processes() -> int:
     """The most worker processes MinAtar and classic-control envs may step in (``vector.worker_count``): only where
     WORKBENCH_ENV_THREADS asks, else 1 (one process). On a 2-core CPU a PPO teacher with 256 MinAtar envs trained
-    level with 2 workers at one torch thread and 5-8% slower at two (the workers and torch's threads share the
-    cores); workers pay where the networks are on a GPU and cores are spare (docs/lab-notes/hardware.md)."""
+    level to 7% slower with 2 workers (they and torch's threads share the cores; ``bench``'s
+    ``vector_env.ppo_256_envs``); workers should pay where the networks are on a GPU and cores are spare."""
     return _env_int("WORKBENCH_ENV_THREADS") or 1
 
 
