@@ -111,3 +111,23 @@ def test_sampling_is_uniform_over_valid_transitions_and_skips_stale_stacks():
     drawn = counts[counts > 0]
     assert len(drawn) == len(memory) - 2 * (memory.stack - 1)  # every other stored transition is reachable
     assert drawn.std() / drawn.mean() < 0.2  # ~ 1/sqrt(200) for uniform draws
+
+
+def test_states_sampled_as_the_memory_grows_reach_every_transition_and_match_their_indices():
+    envs, spec = make_env("MinAtar/Breakout-v1", 2, 0)
+    obs, _ = envs.reset(seed=0)
+    memory = ReplayMemory(1_000, spec.obs_shape, spec.obs_dtype, 2, extras={"teacher": ((3,), np.float32)})
+    collector = Collector(envs, spec, memory, obs)
+    rng = np.random.default_rng(0)
+    for steps in (30, 200, 400):  # the last wraps both streams (500 entries each)
+        for _ in range(steps):
+            collector.step(lambda o: rng.integers(0, spec.n_actions, 2), lambda o: {"teacher": rng.random((2, 3))})
+        e, j = memory.sample_indices(40_000, np.random.default_rng(steps))
+        drawn = np.zeros_like(memory.has_tr)
+        drawn[e, j] = True
+        assert (drawn == memory.has_tr).all()  # every transition written so far, and only those
+        states, extras = memory.sample_states(256, np.random.default_rng(steps))
+        e, j = memory.sample_indices(256, np.random.default_rng(steps))
+        assert np.array_equal(states.numpy(), memory.frames[e, j])
+        assert np.array_equal(extras["teacher"].numpy(), memory.extras["teacher"][e, j])
+    envs.close()

@@ -76,6 +76,7 @@ class ReplayMemory:
         self._head = np.zeros(n_envs, dtype=np.int64)     # next entry to write, per stream
         self._written = np.zeros(n_envs, dtype=np.int64)  # entries written so far, per stream
         self._stage: dict | None = None                   # steps added with defer=True, not yet written
+        self._filled: np.ndarray | None = None            # entries with data per stream, until the next write
         # A run of k steps takes at most 2k entries of a stream: fewer than it holds, so none overwrites another.
         self._flush_at = max(1, min(self.FLUSH_STEPS, (self.per_env - 1) // 2))
         self._current = np.zeros(n_envs, dtype=bool)      # the stream's newest entry is the obs we act from
@@ -239,6 +240,7 @@ class ReplayMemory:
             flat = np.concatenate(written)
             self._frames_t[to_device(flat, self.mirror)] = to_device(frames[flat], self.mirror)
         used = offset[-1] + 1   # entries per stream: the k next frames and the fresh ones
+        self._filled = None
         if envs is None:
             self._head = (h0 + used) % self.per_env
             self._written += used
@@ -308,17 +310,12 @@ class ReplayMemory:
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Uniform over stored transitions: (stream index, entry index), each [B]."""
-        self.flush()
-        if self._written.max() < 2:  # not len(self): that sums a flag per entry, 1M of them at full scale
-            raise ValueError("the memory is empty: collect before sampling")
+        if self.stack == 1:
+            return np.divmod(self._sample_flat(batch_size, rng), self.per_env)
         e_out, j_out, need = [], [], batch_size
-        filled = np.minimum(self._written, self.per_env)
+        filled = self._filled_entries()
         while need > 0:
-            # One uniform draw for both indices, and an over-draw so that one pass nearly always suffices:
-            # at most one entry in (episode length + 1) per stream has no transition.
-            u = rng.random((2, need + need // 4 + 16))
-            e = (u[0] * self.n_envs).astype(np.int64)
-            j = (u[1] * filled[e]).astype(np.int64)
+            e, j = self._draw(rng, need, filled)
             keep = self._valid(e, j)
             e_out.append(e[keep][:need])
             j_out.append(j[keep][:need])
@@ -326,6 +323,37 @@ class ReplayMemory:
         if len(e_out) == 1:
             return e_out[0], j_out[0]
         return np.concatenate(e_out), np.concatenate(j_out)
+
+    def _filled_entries(self) -> np.ndarray:
+        """Entries that hold data, per stream (checked non-empty); kept until the next write."""
+        self.flush()
+        if self._filled is None:
+            if self._written.max() < 2:  # not len(self): that sums a flag per entry, 1M of them at full scale
+                raise ValueError("the memory is empty: collect before sampling")
+            self._filled = np.minimum(self._written, self.per_env)
+        return self._filled
+
+    def _draw(self, rng: np.random.Generator, need: int, filled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate (stream, entry) pairs, more than ``need``: one uniform draw for both indices, and an over-draw
+        so that one pass nearly always suffices (at most one entry in episode length + 1 per stream has no
+        transition)."""
+        u = rng.random((2, need + need // 4 + 16))
+        e = (u[0] * self.n_envs).astype(np.int64)
+        return e, (u[1] * filled.take(e)).astype(np.int64)
+
+    def _sample_flat(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """:meth:`sample_indices` for stack 1 (every entry with a transition is a valid state), as flat indices
+        into :meth:`_flat` arrays: the same draws in fewer numpy calls, which cost several us each between a
+        student's updates (a fifth of the distance to a bare torch loop, `workbench bench` -> distill_updates)."""
+        out, need = [], batch_size
+        filled = self._filled_entries()
+        has_tr = self.has_tr.reshape(-1)
+        while need > 0:
+            e, j = self._draw(rng, need, filled)
+            j += self._rows.take(e)
+            out.append(j[has_tr.take(j)][:need])
+            need -= len(out[-1])
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def stacked(self, e: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Observations [B, *obs_shape] ending at entries j of streams e."""
@@ -357,6 +385,15 @@ class ReplayMemory:
     def sample_states(self, batch_size: int, rng: np.random.Generator, device="cpu"):
         """Only states and their extras (what distillation needs): (obs [B, ...], {key: [B, ...]}), gathered on the
         mirror where :meth:`keep_on` made one, else copied from host memory to ``device``."""
+        if self.stack == 1:
+            flat = self._sample_flat(batch_size, rng)
+            if self.mirror is not None:
+                flat_t = to_device(flat, self.mirror)
+                return (self._frames_t.index_select(0, flat_t),
+                        {k: v.index_select(0, flat_t) for k, v in self._extras_t.items()})
+            device = torch.device(device)
+            return (to_device(self._flat(self.frames).take(flat, axis=0), device),
+                    {k: to_device(self._flat(v).take(flat, axis=0), device) for k, v in self.extras.items()})
         e, j = self.sample_indices(batch_size, rng)
         flat = e * self.per_env + j
         if self.mirror is not None:
@@ -387,4 +424,5 @@ class ReplayMemory:
             target[...] = v
         # Resumed envs start fresh episodes, so no stream holds a current observation.
         self._current[:] = False
+        self._filled = None
         self._refresh_mirror()
