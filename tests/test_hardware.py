@@ -13,6 +13,7 @@ import torch
 from workbench.cli import main
 from workbench.distill.loop import distill, distill_config
 from workbench.envs import make_env
+from workbench import hardware
 from workbench.hardware import DeviceError, cores, default_threads, env_threads, resolve_device
 from workbench.memory import ReplayMemory
 
@@ -20,9 +21,11 @@ TEACHER = "minatar-breakout"
 
 
 def test_auto_is_the_cpu_here_and_a_missing_device_is_refused_by_name(monkeypatch):
-    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
     if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
         pytest.skip("this machine has a GPU: the refusal below is for machines without one")
+    assert resolve_device("auto").type == ("mps" if hardware._mps_available() else "cpu")
     with pytest.raises(DeviceError, match=r"--device cuda: torch .* sees no CUDA GPU .*use --device cpu"):
         resolve_device("cuda")
     with pytest.raises(DeviceError, match=r"--device 'gpu' is not a device; choose auto, cpu, cuda, cuda:N or mps"):
@@ -92,8 +95,6 @@ def test_the_device_mirror_gathers_the_same_minibatches_as_host_memory(env_id):
 
 
 def test_a_run_records_its_device_and_machine_and_resumes_under_another_device(tmp_path, monkeypatch):
-    import workbench.hardware as hardware
-
     base = dict(student_net="tiny", seed=4, checkpoint_every=512, log_every=512)
     skip = ("wall_seconds", "created", "replay_memory", "machine")
     plain = distill(distill_config("smoke", TEACHER, total_steps=512, device="cpu", **base), tmp_path / "plain",
@@ -108,11 +109,13 @@ def test_a_run_records_its_device_and_machine_and_resumes_under_another_device(t
     assert plain["replay_memory"]["on"] == "host"
     assert config["machine"]["cpus_available"] == cores() and config["machine"]["device"] == "cpu"
     assert mirrored["device"] == "cpu" and mirrored["machine"]["torch_threads"] == torch.get_num_threads()
-    # Resumed with --device auto, the memory back in host memory: a run moves between devices.
+    # Resumed with --device auto, the memory where that device puts it (host memory on a CPU, the mirror on a GPU):
+    # a run moves between devices.
     monkeypatch.undo()
     resumed = distill(distill_config("smoke", TEACHER, total_steps=1_024, device="auto", **base), tmp_path / "m",
                       resume=True, progress_bar=False)
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["replay_memory"]["on"] == "host"
+    on = "device" if torch.cuda.is_available() else "host"
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["replay_memory"]["on"] == on
     assert resumed["env_steps"] == 1_024 and resumed["updates"] > mirrored["updates"]
     segments = {json.loads(line)["segment"] for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()}
     assert segments == {0, 1}
