@@ -211,3 +211,7 @@ def test_set_cannot_slip_another_student_size_past_its_flags(capsys, tmp_path):
         refused(capsys, ["distill", "--teacher", "cartpole", "--preset", "smoke", "--out", str(tmp_path / "x"),
                          "--set", field], "--set", "FIELD one of")
     assert not (tmp_path / "x").exists()
+
+
+def test_bench_refuses_a_folder_for_its_figures_before_measuring(capsys, tmp_path):
+    refused(capsys, ["bench", "--quick", "--out", str(tmp_path)], f"--out {tmp_path} is a folder", "bench.json")

@@ -133,10 +133,13 @@ def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not BIN.exists(), reason="console script not installed in .venv")
-def test_console_script_bench_quick_prints_the_ratios():
-    out = subprocess.run([str(BIN), "bench", "--quick"], capture_output=True, text=True, timeout=600)
+def test_console_script_bench_quick_prints_the_ratios(tmp_path):
+    saved = tmp_path / "figures" / "bench.json"
+    out = subprocess.run([str(BIN), "bench", "--quick", "--out", str(saved)], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr
     bench = json.loads(out.stdout)
+    assert json.loads(saved.read_text()) == bench  # written section by section, the last time whole
     for env_id in ("MinAtar/Breakout-v1", "ALE/Pong-v5"):
         assert bench["collector"][env_id]["ratio"] > 0
     assert 0.99 < bench["replay"]["replay_bytes_ratio"] <= 1.1
@@ -148,3 +151,21 @@ def test_console_script_bench_quick_prints_the_ratios():
     vs_cleanrl = bench["atari_ppo_vs_cleanrl"]
     assert vs_cleanrl["workbench_steps_per_s"] > 0 and vs_cleanrl["cleanrl_style_steps_per_s"] > 0
     assert vs_cleanrl["ratio"] > 0 and vs_cleanrl["n_envs"] == 8 and vs_cleanrl["n_steps"] == 128
+
+
+def test_a_bench_cut_short_keeps_the_sections_it_measured(tmp_path):
+    from workbench.bench import run_bench
+    from workbench.runs import atomic_write_json
+
+    saved = tmp_path / "bench.json"
+
+    def save_then_stop(figures):
+        atomic_write_json(saved, figures)
+        if "collector" in figures:  # as a time limit or Ctrl-C would, after the first section
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(quick=True, device="cpu", on_section=save_then_stop)
+    kept = json.loads(saved.read_text())
+    assert sorted(kept) == ["collector", "machine"]
+    assert kept["collector"]["MinAtar/Breakout-v1"]["ratio"] > 0 and kept["machine"]["device"] == "cpu"

@@ -343,35 +343,59 @@ def cleanrl_training_ratio(env_id: str = "ALE/Breakout-v5", chunks: int = 4, dev
                   "target": ">= 1 (at least as fast per core as cleanrl)"}
 
 
-def run_bench(quick: bool = False, device: str = "auto") -> dict:
-    """Every ratio, measured on this machine and ``device``; ``quick`` makes each measurement smaller (CI)."""
-    device = resolve_device(device)
-    scale = 1 if quick else 5
-    out: dict = {"machine": machine(device), "collector": {}, "distill_collection": {}}
-    # MinAtar's chunks are short, and this VM's speed drifts: more of them give a steadier median.
-    for env_id, n_envs, steps, chunks in (("MinAtar/Breakout-v1", 8, 4000 * scale, 16),
-                                          ("ALE/Pong-v5", 2, 300 * scale, 6)):
-        out["collector"][env_id] = collector_ratio(env_id, n_envs, steps, chunks)
-    # The teacher labels every state on the device; on a CPU the Atari teacher's forward passes are the bound.
-    for teacher, n_envs, steps in (("minatar-breakout", 8, 800 * scale), ("atari-breakout", 8, 40 * scale)):
-        out["distill_collection"][teacher] = distill_collection_ratio(teacher, n_envs, steps, device)
-    out["distill_collection"]["atari-breakout overlapped"] = distill_collection_ratio(
-        "atari-breakout", 8, 40 * scale, device, overlap=True)
-    out["vector_env"] = {n: vector_env_ratio(n_envs=n, steps=max(20, 800 * scale // n)) for n in (8, 256)}
-    out["vector_env"]["ppo_256_envs"] = env_workers_training_ratio(steps=32_768 * (1 if quick else 4), device=device)
-    out["replay"] = {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}
-    raw = collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"]
-    out["training"] = {"MinAtar/Breakout-v1": {
-        "raw_env_steps_per_s_64_envs": raw,
-        "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale, device)),
-        "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale, device)),
-    }}
-    out["distill_updates"] = distill_updates_ratio(updates=200 * scale, device=device)
-    out["nature_cnn_layout"] = nature_cnn_layout_ratio(batch_size=64 if quick else 256)
+def run_bench(quick: bool = False, device: str = "auto", on_section=None) -> dict:
+    """Every ratio, measured on this machine and ``device``; ``quick`` makes each measurement smaller (CI).
+    ``on_section(out)``, where given, is called with the figures so far after each section (``bench --out``
+    writes them, so that a bench cut short keeps what it measured)."""
     import importlib.util
 
-    out["atari_ppo_vs_cleanrl"] = (  # cleanrl's wrapper chain is SB3's wrappers
-        cleanrl_training_ratio(chunks=1 if quick else 4, device=device)
-        if importlib.util.find_spec("stable_baselines3") else
-        {"skipped": "needs Stable-Baselines3's Atari wrappers: pip install -e '.[sb3]' (make venv does)"})
+    device = resolve_device(device)
+    scale = 1 if quick else 5
+
+    def collector():
+        # MinAtar's chunks are short, and this VM's speed drifts: more of them give a steadier median.
+        return {env_id: collector_ratio(env_id, n_envs, steps, chunks) for env_id, n_envs, steps, chunks in
+                (("MinAtar/Breakout-v1", 8, 4000 * scale, 16), ("ALE/Pong-v5", 2, 300 * scale, 6))}
+
+    def distill_collection():
+        # The teacher labels every state on the device; on a CPU the Atari teacher's forward passes are the bound.
+        out = {teacher: distill_collection_ratio(teacher, n_envs, steps, device)
+               for teacher, n_envs, steps in (("minatar-breakout", 8, 800 * scale), ("atari-breakout", 8, 40 * scale))}
+        out["atari-breakout overlapped"] = distill_collection_ratio("atari-breakout", 8, 40 * scale, device,
+                                                                    overlap=True)
+        return out
+
+    def vector_env():
+        out = {str(n): vector_env_ratio(n_envs=n, steps=max(20, 800 * scale // n)) for n in (8, 256)}
+        out["ppo_256_envs"] = env_workers_training_ratio(steps=32_768 * (1 if quick else 4), device=device)
+        return out
+
+    def training():
+        return {"MinAtar/Breakout-v1": {
+            "raw_env_steps_per_s_64_envs": collector_ratio("MinAtar/Breakout-v1", 64, 200)["raw_env_steps_per_s"],
+            "dqn_env_steps_per_s": round(training_steps_per_second("dqn", "MinAtar/Breakout-v1", 4_000 * scale,
+                                                                   device)),
+            "ppo_env_steps_per_s": round(training_steps_per_second("ppo", "MinAtar/Breakout-v1", 16_384 * scale,
+                                                                   device)),
+        }}
+
+    def vs_cleanrl():  # cleanrl's wrapper chain is SB3's wrappers
+        if not importlib.util.find_spec("stable_baselines3"):
+            return {"skipped": "needs Stable-Baselines3's Atari wrappers: pip install -e '.[sb3]' (make venv does)"}
+        return cleanrl_training_ratio(chunks=1 if quick else 4, device=device)
+
+    sections = {
+        "collector": collector, "distill_collection": distill_collection, "vector_env": vector_env,
+        "replay": lambda: {**replay_bytes_ratio(2_000 * scale), "target": "<= 1.1"}, "training": training,
+        "distill_updates": lambda: distill_updates_ratio(updates=200 * scale, device=device),
+        "nature_cnn_layout": lambda: nature_cnn_layout_ratio(batch_size=64 if quick else 256),
+        "atari_ppo_vs_cleanrl": vs_cleanrl,
+    }
+    out: dict = {"machine": machine(device)}
+    if on_section is not None:  # at once: a file that cannot be written fails before anything is measured
+        on_section(out)
+    for name, measure in sections.items():
+        out[name] = measure()
+        if on_section is not None:
+            on_section(out)
     return out

@@ -281,7 +281,16 @@ def cmd_bench(args) -> int:
     _threads(args.threads)
     from .bench import run_bench
 
-    print(json.dumps(run_bench(quick=args.quick, device=args.device), indent=2))
+    save = None
+    if args.out:
+        from .runs import atomic_write_json
+
+        out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file for the figures, e.g. --out {out / 'bench.json'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save = lambda figures: atomic_write_json(out, figures)  # noqa: E731
+    print(json.dumps(run_bench(quick=args.quick, device=args.device, on_section=save), indent=2))
     return 0
 
 
@@ -459,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="speed and memory ratios, each against a baseline measured in the same run")
     s.add_argument("--quick", action="store_true", help="smaller measurements (for CI)")
+    s.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the figures to FILE (JSON), after each section: a bench cut short keeps them")
     _device_flag(s)
     s.set_defaults(func=cmd_bench)
 
