@@ -273,9 +273,8 @@ class ReplayMemory:
             self._extras_t = {k: torch.as_tensor(self._flat(v)).to(self.mirror) for k, v in self.extras.items()}
 
     def _stacked_on_mirror(self, e: np.ndarray, j: np.ndarray) -> torch.Tensor:
-        """:meth:`stacked`, gathered on the mirror: the indices and the episode-start mask are made on the host."""
-        if self.stack == 1:
-            return self._frames_t.index_select(0, to_device(e * self.per_env + j, self.mirror))
+        """:meth:`stacked` of frame stacks (stack > 1), gathered on the mirror: the indices and the episode-start mask
+        are made on the host."""
         idx = np.empty((self.stack, len(e)), dtype=np.int64)
         keep = np.empty((self.stack, len(e)), dtype=bool)
         alive = np.ones(len(e), dtype=bool)
@@ -385,22 +384,18 @@ class ReplayMemory:
     def sample_states(self, batch_size: int, rng: np.random.Generator, device="cpu"):
         """Only states and their extras (what distillation needs): (obs [B, ...], {key: [B, ...]}), gathered on the
         mirror where :meth:`keep_on` made one, else copied from host memory to ``device``."""
-        if self.stack == 1:
+        if self.stack == 1:  # every stored state is one frame: gathered by flat index
             flat = self._sample_flat(batch_size, rng)
-            if self.mirror is not None:
-                flat_t = to_device(flat, self.mirror)
-                return (self._frames_t.index_select(0, flat_t),
-                        {k: v.index_select(0, flat_t) for k, v in self._extras_t.items()})
-            device = torch.device(device)
-            return (to_device(self._flat(self.frames).take(flat, axis=0), device),
-                    {k: to_device(self._flat(v).take(flat, axis=0), device) for k, v in self.extras.items()})
-        e, j = self.sample_indices(batch_size, rng)
-        flat = e * self.per_env + j
+        else:
+            e, j = self.sample_indices(batch_size, rng)
+            flat = e * self.per_env + j
         if self.mirror is not None:
             flat_t = to_device(flat, self.mirror)
-            return self._stacked_on_mirror(e, j), {k: v.index_select(0, flat_t) for k, v in self._extras_t.items()}
+            obs = self._frames_t.index_select(0, flat_t) if self.stack == 1 else self._stacked_on_mirror(e, j)
+            return obs, {k: v.index_select(0, flat_t) for k, v in self._extras_t.items()}
         device = torch.device(device)
-        return (to_device(self.stacked(e, j), device),
+        obs = self._flat(self.frames).take(flat, axis=0) if self.stack == 1 else self.stacked(e, j)
+        return (to_device(obs, device),
                 {k: to_device(self._flat(v).take(flat, axis=0), device) for k, v in self.extras.items()})
 
     def _flat(self, a: np.ndarray) -> np.ndarray:
