@@ -20,7 +20,7 @@ from workbench.memory import ReplayMemory
 TEACHER = "minatar-breakout"
 
 
-def test_auto_is_the_cpu_here_and_a_missing_device_is_refused_by_name(monkeypatch):
+def test_auto_picks_the_device_that_is_there_and_a_missing_device_is_refused_by_name(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     if torch.cuda.is_available():
         assert resolve_device("auto").type == "cuda"
